@@ -1,0 +1,89 @@
+"""``cloudfree demo``: the regional flow over the demo collection, then a report of
+what a downstream user sees: item ids, COG URLs, a STAC search and a quicklook."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cloudfree._stac_api import get_json
+from cloudfree.errors import UnknownCollectionError
+from cloudfree.grid import snap_bounds, transform_bbox
+from cloudfree.settings import Settings
+
+
+def demo_region(items: list[dict[str, Any]], *, tile_size_px: int, resolution_m: float = 10.0):
+    """(epsg, lat/lon bbox, window) of the largest block of whole grid tiles inside the
+    demo scenes' footprint, so every demo tile is fully covered by data."""
+    epsg = int(items[0]["properties"].get("proj:epsg") or
+               items[0]["properties"]["proj:code"].split(":")[1])
+    boxes = [it["properties"]["proj:bbox"] for it in items]
+    minx, miny = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    maxx, maxy = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    step = tile_size_px * resolution_m
+    sx0, sy0, sx1, sy1 = snap_bounds((minx, miny, maxx, maxy), step)
+    # snap inward, then keep a quarter tile clear of every edge so the lat/lon
+    # round trip cannot pull in a neighbouring, partly empty tile
+    inner = (sx0 + step if sx0 < minx else sx0, sy0 + step if sy0 < miny else sy0,
+             sx1 - step if sx1 > maxx else sx1, sy1 - step if sy1 > maxy else sy1)
+    margin = step / 4
+    shrunk = (inner[0] + margin, inner[1] + margin, inner[2] - margin, inner[3] - margin)
+    dates = sorted(it["properties"]["datetime"][:10] for it in items)
+    return epsg, transform_bbox(shrunk, epsg, 4326), f"{dates[0]}/{dates[-1]}"
+
+
+def run_demo(settings: Settings, *, method: str = "median", tile_size_px: int = 512,
+             force: bool = False) -> dict[str, Any]:
+    from pystac_client import Client
+
+    from cloudfree.report import quicklook
+    from cloudfree.search import open_client
+    from flows.regional_mosaic import regional_mosaic
+
+    client = open_client(settings.stac_url)
+    if get_json(f"{settings.stac_url}/collections/{settings.source_collection}") is None:
+        raise UnknownCollectionError(settings.source_collection, settings.stac_url,
+                                     [c.id for c in client.get_collections()])
+    scenes = list(client.search(collections=[settings.source_collection],
+                                max_items=10_000).items_as_dicts())
+    epsg, bbox, window = demo_region(scenes, tile_size_px=tile_size_px)
+    print(f"demo: {len(scenes)} scenes; region {', '.join(f'{v:.4f}' for v in bbox)} "
+          f"(EPSG:{epsg}), window {window}, method {method}")
+    t0 = time.perf_counter()
+    result = regional_mosaic(datetime=window, bbox=list(bbox), method=method,
+                             tile_size_px=tile_size_px, epsg=epsg, force=force)
+    elapsed = time.perf_counter() - t0
+    tiles = result["tiles"]
+    n_new = sum(t["status"] == "published" for t in tiles)
+    print(f"\nmosaic flow: {len(tiles)} tiles ({n_new} published, {len(tiles) - n_new} "
+          f"skipped as already published with the same inputs) in {elapsed:.1f} s")
+    print("\npublished items:")
+    for t in tiles:
+        print(f"  {t['item_id']}")
+    print("\nCOG URLs:")
+    for t in tiles:
+        for href in sorted(t["hrefs"].values()):
+            if href.endswith(".tif"):
+                print(f"  {href}")
+
+    print(f"\npystac-client search of {settings.output_collection!r} at {settings.stac_url}:")
+    search = Client.open(settings.stac_url).search(
+        collections=[settings.output_collection], bbox=list(bbox), datetime=window)
+    found = list(search.items_as_dicts())
+    wanted = {t["item_id"] for t in tiles}
+    found_ids = {it["id"] for it in found}
+    for it in found:
+        if it["id"] in wanted:
+            print(f"  found {it['id']}  {it['properties']['start_datetime'][:10]}.."
+                  f"{it['properties']['end_datetime'][:10]}  {len(it['assets'])} assets")
+    missing = wanted - found_ids
+    if missing:
+        raise RuntimeError(f"published items missing from the search: {sorted(missing)}")
+
+    out = settings.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"quicklook-{method}.png"
+    mine = [it for it in found if it["id"] in wanted]
+    quicklook(scenes, mine, gdal_env=settings.gdal_env()).save(path)
+    print(f"\nquicklook (a cloudy input scene beside the mosaic): {path.resolve()}")
+    return {"tiles": tiles, "quicklook": str(path)}

@@ -1,0 +1,125 @@
+"""Error taxonomy: every message names the offending input and says what to do."""
+
+from __future__ import annotations
+
+
+class CloudFreeError(Exception):
+    """Base class of every error cloudfree raises on purpose.
+
+    The CLI turns these into a one-line message and a non-zero exit code.
+    """
+
+    exit_code = 2
+
+
+class InvalidAOIError(CloudFreeError, ValueError):
+    """The bbox or GeoJSON area of interest cannot be used."""
+
+    def __init__(self, aoi: object, reason: str) -> None:
+        self.aoi = aoi
+        super().__init__(
+            f"invalid area of interest {aoi!r}: {reason}. Give a bbox as "
+            "'minx,miny,maxx,maxy' in degrees (EPSG:4326, min < max) or a GeoJSON "
+            "Polygon/MultiPolygon geometry."
+        )
+
+
+class InvalidDateWindowError(CloudFreeError, ValueError):
+    """The datetime window cannot be parsed or is empty."""
+
+    def __init__(self, window: object, reason: str) -> None:
+        self.window = window
+        super().__init__(
+            f"invalid date window {window!r}: {reason}. Give 'YYYY-MM-DD/YYYY-MM-DD' "
+            "with the start before the end."
+        )
+
+
+class InvalidParameterError(CloudFreeError, ValueError):
+    """Any other user-supplied value out of range."""
+
+    def __init__(self, name: str, value: object, fix: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"invalid {name} {value!r}: {fix}")
+
+
+class StacApiUnreachableError(CloudFreeError, ConnectionError):
+    """The STAC API did not answer."""
+
+    def __init__(self, url: str, cause: object) -> None:
+        self.url = url
+        super().__init__(
+            f"STAC API at {url} is unreachable ({cause}). Start the local stack with "
+            "'cloudfree services up', or point CLOUDFREE_STAC_API_URL at a running API."
+        )
+
+
+class UnknownCollectionError(CloudFreeError, LookupError):
+    """The STAC API has no collection with that id."""
+
+    def __init__(self, collection: str, url: str, available: list[str]) -> None:
+        self.collection = collection
+        self.available = available
+        names = ", ".join(sorted(available)) or "none"
+        hint = (
+            " Run 'cloudfree demo-catalog' to load the demo collection."
+            if collection == "sentinel-2-l2a"
+            else ""
+        )
+        super().__init__(
+            f"unknown collection {collection!r} at {url}; available: {names}.{hint}"
+        )
+
+
+class NoScenesFoundError(CloudFreeError, LookupError):
+    """A search matched no scenes."""
+
+    def __init__(
+        self, bbox: object, datetime: str, collection: str, max_cloud_pct: float | None
+    ) -> None:
+        self.bbox = bbox
+        self.datetime = datetime
+        self.collection = collection
+        cloud = "" if max_cloud_pct is None else f" with eo:cloud_cover <= {max_cloud_pct}"
+        super().__init__(
+            f"no scenes in collection {collection!r} intersect {bbox} in {datetime}{cloud}. "
+            "Widen the date window, raise --max-cloud, or check the area of interest."
+        )
+
+
+class StorageUnreachableError(CloudFreeError, ConnectionError):
+    """The object store did not answer or refused the credentials."""
+
+    def __init__(self, url: str, cause: object) -> None:
+        self.url = url
+        super().__init__(
+            f"object storage {url} is unreachable or refused access ({cause}). Start the "
+            "local stack with 'cloudfree services up', or check CLOUDFREE_S3_ENDPOINT_URL "
+            "and the S3 credentials in the environment."
+        )
+
+
+class ServiceError(CloudFreeError, RuntimeError):
+    """A local service could not be started, stopped or found."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        self.service = service
+        super().__init__(f"service {service}: {reason}")
+
+
+class PublishError(CloudFreeError, RuntimeError):
+    """The STAC API refused an item or collection."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        super().__init__(f"could not publish {target}: {reason}")
+
+
+class InvalidCOGError(CloudFreeError, ValueError):
+    """A written GeoTIFF failed COG validation; nothing was uploaded."""
+
+    def __init__(self, target: str, errors: list[str]) -> None:
+        self.target = target
+        self.errors = errors
+        super().__init__(f"{target} is not a valid COG: {'; '.join(errors)}")

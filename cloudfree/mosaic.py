@@ -1,0 +1,191 @@
+"""One tile end to end: cube → clear mask → composite → COGs → STAC item.
+
+The stages are pure; this module wires them to storage and the STAC API, in the
+publish order of DESIGN.md: every COG first, the static JSON next, the API item last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from cloudfree import cog
+from cloudfree.bands import DEFAULT_BANDS, NODATA, OFFSET, SCALE
+from cloudfree.composite import composite
+from cloudfree.cube import build_cube
+from cloudfree.errors import InvalidParameterError
+from cloudfree.grid import DateWindow, Tile, bbox_intersects
+from cloudfree.masking import (
+    DEFAULT_DILATE_CLASSES,
+    DEFAULT_DILATION_M,
+    DEFAULT_INVALID_CLASSES,
+    scl_clear_mask,
+)
+from cloudfree.publish import (
+    WrittenAsset,
+    build_item,
+    inputs_hash,
+    item_id,
+    publish_item,
+    published_item,
+)
+from cloudfree.quicklook import rgb_uint8, thumbnail
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+@dataclass(frozen=True)
+class MosaicParams:
+    """Everything that, with the source items, determines a mosaic."""
+
+    bands: tuple[str, ...] = DEFAULT_BANDS
+    method: Literal["median"] = "median"
+    resolution_m: float = 10.0
+    invalid_classes: tuple[int, ...] = DEFAULT_INVALID_CLASSES
+    dilate_classes: tuple[int, ...] = DEFAULT_DILATE_CLASSES
+    dilation_m: float = DEFAULT_DILATION_M
+    chunksize: int = 1024
+    compress: Literal["deflate", "zstd"] = "deflate"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class TileOutcome:
+    tile_id: str
+    item_id: str
+    status: Literal["published", "skipped"]
+    hrefs: dict[str, str] = field(default_factory=dict)
+    n_sources: int = 0
+
+
+def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[str, Any]]:
+    """The items whose bbox intersects the tile."""
+    box = tile.bbox_latlon()
+    return [dict(it) for it in items if bbox_intersects(tuple(it["bbox"]), box)]
+
+
+def compute_tile(
+    items: Sequence[Mapping[str, Any]],
+    tile: Tile,
+    params: MosaicParams,
+    *,
+    gdal_env: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build the cube, mask it and composite it; returns computed numpy data."""
+    if not items:
+        raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
+    cube = build_cube(
+        list(items), [*params.bands, "scl"], tile=tile, chunksize=params.chunksize,
+        gdal_env=gdal_env,
+    )
+    clear = scl_clear_mask(
+        cube.sel(band="scl"),
+        resolution_m=tile.resolution_m,
+        invalid_classes=params.invalid_classes,
+        dilate_classes=params.dilate_classes,
+        dilation_m=params.dilation_m,
+    )
+    result = composite(cube.sel(band=list(params.bands)), clear, method=params.method)
+    return result.compute()
+
+
+def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
+    return WrittenAsset(
+        key=key, href=url, size=len(data), sha256=hashlib.sha256(data).hexdigest(), **kw
+    )
+
+
+def write_tile_assets(
+    result: xr.Dataset, tile: Tile, *, base_url: str, fs: Any, params: MosaicParams
+) -> list[WrittenAsset]:
+    """Encode and upload one COG per band, the clear count and an RGB thumbnail."""
+    crs = f"EPSG:{tile.epsg}"
+    written: list[WrittenAsset] = []
+    for band in params.bands:
+        data = cog.write_cog(
+            result["reflectance"].sel(band=band).values,
+            transform=tile.transform, crs=crs, nodata=NODATA, scale=SCALE, offset=OFFSET,
+            band_names=[band], compress=params.compress,
+        )
+        url = f"{base_url}/{band}.tif"
+        cog.put(data, url, fs=fs)
+        written.append(_written(band, url, data, media_type=COG_MEDIA_TYPE,
+                                roles=("data", "reflectance"),
+                                title=f"{band} surface reflectance", band=band))
+    count = result["clear_count"].values
+    data = cog.write_cog(count, transform=tile.transform, crs=crs, nodata=None,
+                         band_names=["clear_count"], compress=params.compress,
+                         overview_resampling="nearest")
+    url = f"{base_url}/clear_count.tif"
+    cog.put(data, url, fs=fs)
+    written.append(_written("clear_count", url, data, media_type=COG_MEDIA_TYPE,
+                            roles=("data", "metadata"), title="clear-observation count",
+                            kind="clear_count"))
+    if {"red", "green", "blue"} <= set(params.bands):
+        refl = result["reflectance"]
+        img = rgb_uint8(refl.sel(band="red").values, refl.sel(band="green").values,
+                        refl.sel(band="blue").values)
+        data = thumbnail(img)
+        url = f"{base_url}/thumbnail.png"
+        cog.put(data, url, fs=fs)
+        written.append(_written("thumbnail", url, data, media_type="image/png",
+                                roles=("thumbnail",), title="RGB thumbnail", kind="thumbnail"))
+    return written
+
+
+def mosaic_tile(
+    items: Sequence[Mapping[str, Any]],
+    tile: Tile,
+    window: DateWindow,
+    params: MosaicParams,
+    *,
+    api_url: str,
+    source_api_url: str,
+    source_collection: str,
+    output_collection: str,
+    output_root: str,
+    fs: Any,
+    gdal_env: dict[str, Any] | None = None,
+    force: bool = False,
+) -> TileOutcome:
+    """Make, write and publish one tile, or skip it when the published item already
+    has the same inputs.
+
+    Files go under ``{output_root}/{tile_id}/{item_id}/{inputs_hash[:12]}/`` so a
+    re-run with other inputs never overwrites what a published item points at.
+    """
+    sources = items_for_tile(items, tile)
+    iid = item_id(tile.tile_id, window, params.method)
+    digest = inputs_hash(sources, {**params.as_dict(), "tile": tile.tile_id,
+                                   "bounds": list(tile.bounds), "window": window.compact})
+    if not force:
+        existing = published_item(api_url, output_collection, iid)
+        if existing and existing["properties"].get("cloudfree:inputs_hash") == digest:
+            return TileOutcome(tile.tile_id, iid, "skipped",
+                               {k: a["href"] for k, a in existing["assets"].items()},
+                               len(sources))
+    result = compute_tile(sources, tile, params, gdal_env=gdal_env)
+    base_url = f"{output_root.rstrip('/')}/{tile.tile_id}/{iid}/{digest[:12]}"
+    written = write_tile_assets(result, tile, base_url=base_url, fs=fs, params=params)
+    count = result["clear_count"].values
+    static_href = f"{base_url}/{iid}.json"
+    item = build_item(
+        item_id=iid, collection_id=output_collection, tile=tile, window=window,
+        assets=written, source_items=sources, source_api_url=source_api_url,
+        source_collection=source_collection, method=params.method,
+        parameters=params.as_dict(), digest=digest,
+        nodata_pct=100.0 * float(np.mean(count == 0)), static_href=static_href,
+    )
+    import json
+
+    cog.put(json.dumps(item, indent=1).encode(), static_href, fs=fs)
+    publish_item(api_url, item)
+    return TileOutcome(tile.tile_id, iid, "published", {w.key: w.href for w in written},
+                       len(sources))

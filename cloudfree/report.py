@@ -1,0 +1,59 @@
+"""What the demo shows a user: a quicklook of a cloudy input beside the mosaic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cloudfree.cube import build_cube
+from cloudfree.grid import Tile
+from cloudfree.quicklook import rgb_uint8, side_by_side
+
+
+def region_of(output_items: Sequence[Mapping[str, Any]], *, resolution_m: float) -> Tile:
+    """The tile covering every output item (all in one CRS), at ``resolution_m``."""
+    codes = {it["properties"]["proj:code"] for it in output_items}
+    if len(codes) != 1:
+        raise ValueError(f"output items span several CRSs: {sorted(codes)}")
+    epsg = int(codes.pop().split(":")[1])
+    boxes = np.array([it["properties"]["proj:bbox"] for it in output_items])
+    bounds = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
+    return Tile(tile_id="region", epsg=epsg, bounds=tuple(float(b) for b in bounds),
+                resolution_m=resolution_m)
+
+
+def pick_cloudy_date(source_items: Sequence[Mapping[str, Any]], *, target_pct: float = 40.0) -> str:
+    """The date whose scenes' mean cloud cover is closest to ``target_pct``."""
+    by_date: dict[str, list[float]] = {}
+    for it in source_items:
+        by_date.setdefault(it["properties"]["datetime"][:10], []).append(
+            float(it["properties"].get("eo:cloud_cover") or 0.0))
+    return min(by_date, key=lambda d: abs(np.mean(by_date[d]) - target_pct))
+
+
+def _rgb(items: Sequence[Mapping[str, Any]], region: Tile, gdal_env: dict | None) -> np.ndarray:
+    cube = build_cube(list(items), ["red", "green", "blue"], tile=region, gdal_env=gdal_env,
+                      resampling="bilinear")
+    frame = cube.max("time").values if cube.sizes["time"] > 1 else cube.values[0]
+    return rgb_uint8(frame[0], frame[1], frame[2])
+
+
+def quicklook(
+    source_items: Sequence[Mapping[str, Any]],
+    output_items: Sequence[Mapping[str, Any]],
+    *,
+    gdal_env: dict | None = None,
+    resolution_m: float = 20.0,
+):
+    """A PIL image: the cloudiest-but-not-overcast input date beside the mosaic, on
+    the same grid, both read back from storage through STAC."""
+    region = region_of(output_items, resolution_m=resolution_m)
+    date = pick_cloudy_date(source_items)
+    scene_items = [it for it in source_items if it["properties"]["datetime"][:10] == date]
+    cover = np.mean([it["properties"].get("eo:cloud_cover") or 0 for it in scene_items])
+    return side_by_side([
+        (f"input {date} ({cover:.0f}% cloud)", _rgb(scene_items, region, gdal_env)),
+        ("cloudfree mosaic", _rgb(output_items, region, gdal_env)),
+    ])

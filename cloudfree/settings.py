@@ -1,0 +1,105 @@
+"""The single settings object (env prefix ``CLOUDFREE_``), built once at the edge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CREDENTIALS_FILE = "s3-credentials.json"
+
+
+class Settings(BaseSettings):
+    """Where the services live and which collections to use.
+
+    Only the CLI and the flows build this; library functions take plain values.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDFREE_", extra="ignore")
+
+    state_dir: Path = Field(
+        default=Path(".cloudfree"),
+        description="Project-local directory holding service data, logs and pid files.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address every local service binds.")
+    pg_port: int = Field(default=5439, description="PostgreSQL (pgstac) port.")
+    stac_port: int = Field(default=8082, description="stac-fastapi-pgstac port.")
+    s3_port: int = Field(default=8333, description="SeaweedFS S3 port.")
+    seaweed_port_base: int = Field(
+        default=19330,
+        description="First of the internal SeaweedFS ports (master, volume, filer and their gRPC).",
+    )
+    prefect_port: int = Field(default=4200, description="Prefect API server port.")
+
+    stac_api_url: str | None = Field(
+        default=None, description="STAC API to search and publish to; default: the local one."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint; default: the local SeaweedFS."
+    )
+    # Only CLOUDFREE_-prefixed: a developer's own AWS keys must never reach the local store.
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CLOUDFREE_S3_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CLOUDFREE_S3_SECRET_ACCESS_KEY")
+    )
+    bucket: str = Field(default="cloudfree", description="Bucket for demo scenes and mosaics.")
+    source_collection: str = Field(default="sentinel-2-l2a")
+    output_collection: str = Field(default="cloudfree-mosaics")
+    prefect_api_url: str | None = Field(
+        default=None, description="Prefect API; default: the local server started by services."
+    )
+    out_dir: Path = Field(default=Path("out"), description="Local outputs such as quicklooks.")
+
+    @property
+    def stac_url(self) -> str:
+        return self.stac_api_url or f"http://{self.host}:{self.stac_port}"
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    def s3_credentials(self) -> tuple[str, str]:
+        """Access key and secret: from the environment, else from the file
+        ``cloudfree services up`` generated under ``state_dir`` (mode 0600)."""
+        if self.s3_access_key_id and self.s3_secret_access_key:
+            return (
+                self.s3_access_key_id.get_secret_value(),
+                self.s3_secret_access_key.get_secret_value(),
+            )
+        path = self.state_dir / CREDENTIALS_FILE
+        if path.exists():
+            creds = json.loads(path.read_text())
+            return creds["access_key_id"], creds["secret_access_key"]
+        from cloudfree.errors import StorageUnreachableError
+
+        raise StorageUnreachableError(
+            self.s3_url,
+            f"no S3 credentials: set CLOUDFREE_S3_ACCESS_KEY_ID and "
+            f"CLOUDFREE_S3_SECRET_ACCESS_KEY, or run 'cloudfree services up' to create {path}",
+        )
+
+    def storage_options(self) -> dict:
+        """s3fs keyword arguments for the configured endpoint."""
+        key, secret = self.s3_credentials()
+        return {
+            "key": key,
+            "secret": secret,
+            "client_kwargs": {"endpoint_url": self.s3_url, "region_name": "us-east-1"},
+            # fail in seconds, not minutes, when the endpoint is down
+            "config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 3}},
+        }
+
+    def gdal_env(self) -> dict:
+        """GDAL options for reading s3:// hrefs from the configured endpoint."""
+        from cloudfree.storage import gdal_s3_env
+
+        key, secret = self.s3_credentials()
+        return gdal_s3_env(self.s3_url, key, secret)

@@ -1,0 +1,61 @@
+"""Prefect tasks shared by the mosaic flows: thin wrappers over the library."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from cloudfree.errors import CloudFreeError
+from cloudfree.grid import AOI, DateWindow, Tile
+from cloudfree.mosaic import MosaicParams, TileOutcome, mosaic_tile
+from cloudfree.publish import ensure_collection
+from cloudfree.search import search_scenes
+from cloudfree.settings import Settings
+from cloudfree.storage import check_bucket, s3_filesystem
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry network hiccups, never bad input."""
+    try:
+        state.result()
+    except CloudFreeError as exc:
+        return isinstance(exc, ConnectionError)
+    except Exception:
+        return True
+    return False
+
+
+RETRY = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient,
+             cache_policy=NO_CACHE)
+
+
+def preflight(settings: Settings, *, bands: tuple[str, ...]) -> None:
+    """Check storage and the output collection before any work, so bad set-up fails
+    fast and nothing is written."""
+    check_bucket(s3_filesystem(settings.storage_options()), settings.bucket)
+    ensure_collection(settings.stac_url, settings.output_collection, bands=bands)
+
+
+@task(**RETRY)
+def search_task(settings: Settings, *, collection: str, aoi: AOI, window: DateWindow,
+                max_cloud_pct: float | None) -> list[dict[str, Any]]:
+    return search_scenes(settings.stac_url, collection=collection, aoi=aoi, window=window,
+                         max_cloud_pct=max_cloud_pct)
+
+
+@task(**RETRY, task_run_name="mosaic-{tile.tile_id}")
+def tile_task(settings: Settings, items: list[dict[str, Any]], tile: Tile, window: DateWindow,
+              params: MosaicParams, *, collection: str, force: bool = False) -> TileOutcome:
+    return mosaic_tile(
+        items, tile, window, params,
+        api_url=settings.stac_url,
+        source_api_url=settings.stac_url,
+        source_collection=collection,
+        output_collection=settings.output_collection,
+        output_root=f"s3://{settings.bucket}/{settings.output_collection}",
+        fs=s3_filesystem(settings.storage_options()),
+        gdal_env=settings.gdal_env(),
+        force=force,
+    )

@@ -1,0 +1,59 @@
+"""Scheduled regional mosaics: a region cut into grid tiles, one COG set and item each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributed import Client
+from prefect import flow, get_run_logger
+
+from cloudfree.cluster import make_cluster
+from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window, parse_geojson
+from cloudfree.mosaic import MosaicParams, items_for_tile
+from cloudfree.settings import Settings
+from flows._tasks import preflight, search_task, tile_task
+
+
+@flow(name="regional-mosaic", log_prints=True)
+def regional_mosaic(
+    datetime: str,
+    bbox: list[float] | str | None = None,
+    geojson: dict[str, Any] | str | None = None,
+    collection: str | None = None,
+    max_cloud_pct: float | None = None,
+    method: str = "median",
+    resolution_m: float = 10.0,
+    tile_size_px: int = 512,
+    epsg: int | None = None,
+    dilation_m: float | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Mosaic every grid tile of a region; tiles already published with the same
+    inputs are skipped.
+
+    Args: as :func:`flows.aoi_mosaic.aoi_mosaic`, plus ``tile_size_px``, the grid
+    tile size in pixels.
+    """
+    settings = Settings()
+    aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
+    window = parse_date_window(datetime)
+    params = MosaicParams(method=method, resolution_m=resolution_m,  # type: ignore[arg-type]
+                          chunksize=min(1024, tile_size_px),
+                          **({} if dilation_m is None else {"dilation_m": dilation_m}))
+    tiles = grid_tiles(aoi, resolution_m=resolution_m, tile_size_px=tile_size_px, epsg=epsg)
+    collection = collection or settings.source_collection
+    preflight(settings, bands=params.bands)
+    items = search_task(settings, collection=collection, aoi=aoi, window=window,
+                        max_cloud_pct=max_cloud_pct)
+    tiles = [t for t in tiles if items_for_tile(items, t)]
+    logger = get_run_logger()
+    with make_cluster() as cluster, Client(cluster):
+        futures = [
+            tile_task.submit(settings, items_for_tile(items, tile), tile, window, params,
+                             collection=collection, force=force)
+            for tile in tiles
+        ]
+        outcomes = [f.result() for f in futures]
+    for o in outcomes:
+        logger.info("%s %s (%d scenes)", o.status, o.item_id, o.n_sources)
+    return {"tiles": [vars(o) for o in outcomes]}

@@ -1,0 +1,87 @@
+"""Shared fixtures. ``stack`` starts a real local stack (its own state dir and ports) per session."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudfree import services
+from cloudfree.settings import Settings
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings on a block of free ports, away from the defaults and from other test sessions.
+
+    SeaweedFS takes ``base .. base+7`` and ``base+10007``; the others take ``base+8 .. base+11``.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 29900)
+        ports = [*range(base, base + 12), base + 10007]
+        if all(_port_free(p) for p in ports):
+            values: dict[str, object] = {
+                "state_dir": state_dir,
+                "seaweed_port_base": base,
+                "pg_port": base + 8,
+                "stac_port": base + 9,
+                "s3_port": base + 10,
+                "prefect_port": base + 11,
+                # A test session never uses the developer's own S3 keys or Prefect server.
+                "CLOUDFREE_S3_ACCESS_KEY_ID": None,  # by alias: the field names are ignored
+                "CLOUDFREE_S3_SECRET_ACCESS_KEY": None,
+                "prefect_api_url": None,
+                "stac_api_url": None,
+                "s3_endpoint_url": None,
+            }
+            values.update(overrides)
+            return Settings(**values)
+    raise RuntimeError("no block of 12 free ports found between 20000 and 40007")
+
+
+@pytest.fixture(name="free_port_settings")
+def free_port_settings_fixture() -> Callable[..., Settings]:
+    """``free_port_settings(state_dir, **overrides)`` for tests that need their own instance."""
+    return free_port_settings
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A running local stack (Postgres/pgstac, STAC API, S3, Prefect) for the whole session."""
+    cleanup: Path | None = None
+    if os.geteuid() == 0:
+        # As root, Postgres runs as the 'postgres' user, which cannot enter pytest's 0700 basetemp.
+        state_dir = cleanup = Path(tempfile.mkdtemp(prefix="cloudfree-stack-"))
+        state_dir.chmod(0o755)
+    else:
+        state_dir = tmp_path_factory.mktemp("stack")
+    settings = free_port_settings(state_dir)
+    previous_api_url = os.environ.get("PREFECT_API_URL")
+    try:
+        services.up(settings)
+        os.environ["PREFECT_API_URL"] = settings.prefect_url
+        yield settings
+    finally:
+        services.down(settings)
+        if previous_api_url is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous_api_url
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
