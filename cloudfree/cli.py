@@ -109,8 +109,10 @@ def _cmd_mosaic(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _use_local_prefect(settings)
     from cloudfree.demo_run import run_demo
+    from flows.regional_mosaic import regional_mosaic
 
-    run_demo(settings, method=args.method, tile_size_px=args.tile_size, force=args.force)
+    run_demo(settings, regional_mosaic, method=args.method, tile_size_px=args.tile_size,
+             force=args.force)
     return 0
 
 

@@ -4,6 +4,7 @@ what a downstream user sees: item ids, COG URLs, a STAC search and a quicklook."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cloudfree._stac_api import get_json
@@ -32,13 +33,15 @@ def demo_region(items: list[dict[str, Any]], *, tile_size_px: int, resolution_m:
     return epsg, transform_bbox(shrunk, epsg, 4326), f"{dates[0]}/{dates[-1]}"
 
 
-def run_demo(settings: Settings, *, method: str = "median", tile_size_px: int = 512,
+def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]], *,
+             method: str = "median", tile_size_px: int = 512,
              force: bool = False) -> dict[str, Any]:
+    """Run ``regional_mosaic`` (the Prefect flow, passed in so the library never
+    imports Prefect) over the demo collection and print the report."""
     from pystac_client import Client
 
     from cloudfree.report import quicklook
     from cloudfree.search import open_client
-    from flows.regional_mosaic import regional_mosaic
 
     client = open_client(settings.stac_url)
     if get_json(f"{settings.stac_url}/collections/{settings.source_collection}") is None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
+from distributed import Client
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from cloudfree.cluster import make_cluster
 from cloudfree.errors import CloudFreeError
 from cloudfree.grid import AOI, DateWindow, Tile
 from cloudfree.mosaic import MosaicParams, TileOutcome, mosaic_tile
@@ -29,6 +34,16 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 RETRY = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient,
              cache_policy=NO_CACHE)
+
+
+@contextlib.contextmanager
+def dask_client() -> Iterator[Client]:
+    """A Dask client on a fresh local cluster; its start/stop chatter kept out of the
+    flow's log."""
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with make_cluster() as cluster, Client(cluster) as client:
+        yield client
 
 
 def preflight(settings: Settings, *, bands: tuple[str, ...]) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from distributed import Client
 from prefect import flow, get_run_logger
 
-from cloudfree.cluster import make_cluster
 from cloudfree.grid import aoi_tile, parse_bbox, parse_date_window, parse_geojson
 from cloudfree.mosaic import MosaicParams
 from cloudfree.settings import Settings
-from flows._tasks import preflight, search_task, tile_task
+from flows._tasks import dask_client, preflight, search_task, tile_task
 
 
 @flow(name="aoi-mosaic", log_prints=True)
@@ -51,7 +49,7 @@ def aoi_mosaic(
     preflight(settings, bands=params.bands)
     items = search_task(settings, collection=collection, aoi=aoi, window=window,
                         max_cloud_pct=max_cloud_pct)
-    with make_cluster() as cluster, Client(cluster):
+    with dask_client():
         outcome = tile_task(settings, items, tile, window, params, collection=collection,
                             force=force)
     get_run_logger().info("%s %s from %d scenes", outcome.status, outcome.item_id,

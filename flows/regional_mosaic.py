@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from distributed import Client
 from prefect import flow, get_run_logger
 
-from cloudfree.cluster import make_cluster
 from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window, parse_geojson
 from cloudfree.mosaic import MosaicParams, items_for_tile
 from cloudfree.settings import Settings
-from flows._tasks import preflight, search_task, tile_task
+from flows._tasks import dask_client, preflight, search_task, tile_task
 
 
 @flow(name="regional-mosaic", log_prints=True)
@@ -47,7 +45,7 @@ def regional_mosaic(
                         max_cloud_pct=max_cloud_pct)
     tiles = [t for t in tiles if items_for_tile(items, t)]
     logger = get_run_logger()
-    with make_cluster() as cluster, Client(cluster):
+    with dask_client():
         futures = [
             tile_task.submit(settings, items_for_tile(items, tile), tile, window, params,
                              collection=collection, force=force)

@@ -61,6 +61,17 @@ def free_port_settings_fixture() -> Callable[..., Settings]:
     return free_port_settings
 
 
+def _drain_prefect_logs() -> None:
+    """Send Prefect's queued flow-run logs while its server still runs, instead of at
+    interpreter exit, when they would fail with a connection error."""
+    import sys
+
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A running local stack (Postgres/pgstac, STAC API, S3, Prefect) for the whole session."""
@@ -78,6 +89,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         os.environ["PREFECT_API_URL"] = settings.prefect_url
         yield settings
     finally:
+        _drain_prefect_logs()
         services.down(settings)
         if previous_api_url is None:
             os.environ.pop("PREFECT_API_URL", None)

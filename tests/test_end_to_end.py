@@ -190,3 +190,45 @@ def test_unreachable_services(published, env, region, capsys, monkeypatch, port_
     code = cli.main(["mosaic", "--bbox", ",".join(map(str, bbox)), "--datetime", window])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_rio_cogeo_cli_validates_output(published, env):
+    """The acceptance check itself: ``rio cogeo validate`` on an output COG."""
+    import os
+    import shutil
+    import subprocess
+
+    rio = shutil.which("rio") or os.path.join(os.path.dirname(__import__("sys").executable), "rio")
+    key, secret = env.s3_credentials()
+    gdal = {k: str(v) for k, v in env.gdal_env().items() if k != "session"}
+    run_env = {**os.environ, **gdal, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+    href = published["tiles"][0]["hrefs"]["red"]
+    done = subprocess.run([rio, "cogeo", "validate", href], env=run_env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "is a valid cloud optimized GeoTIFF" in done.stdout
+
+
+def test_cli_aoi_mosaic_from_geojson(published, env, region, tmp_path, capsys):
+    """Disaster response: a GeoJSON AOI and a short window give one mosaic."""
+    import json
+
+    _, (minx, miny, maxx, maxy), _ = region
+    cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
+    ring = [[cx - 0.003, cy - 0.002], [cx + 0.003, cy - 0.002], [cx + 0.003, cy + 0.002],
+            [cx - 0.003, cy + 0.002], [cx - 0.003, cy - 0.002]]
+    path = tmp_path / "aoi.geojson"
+    path.write_text(json.dumps({"type": "Feature", "properties": {},
+                                "geometry": {"type": "Polygon", "coordinates": [ring]}}))
+    args = ["mosaic", "--geojson", str(path), "--datetime", "2024-06-01/2024-08-31", "--json"]
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    (tile,) = result["tiles"]
+    assert tile["status"] == "published" and tile["item_id"].startswith("cloudfree-aoi-")
+    assert tile["item_id"] in _output_ids(env)
+    with rasterio.Env(**env.gdal_env()), rasterio.open(tile["hrefs"]["nir"]) as src:
+        nir = src.read(1)
+        assert src.width >= 46 and src.height >= 44  # ~460 m x 440 m at 10 m
+    assert (nir > 0).mean() > 0.99
+    assert cli.main(args) == 0
+    assert '"status": "skipped"' in capsys.readouterr().out
