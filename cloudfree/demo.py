@@ -25,6 +25,7 @@ from cloudfree._stac_api import delete_item, get_json, upsert_collection, upsert
 from cloudfree.bands import BANDS, NODATA, OFFSET, SCALE, eo_band
 from cloudfree.cog import put, write_cog
 from cloudfree.errors import InvalidParameterError, StacApiUnreachableError
+from cloudfree.masking import SCL_CLASSES
 from cloudfree.storage import check_bucket, s3_filesystem
 
 #: Bump when the generator changes, so existing demo catalogs are rebuilt.
@@ -52,20 +53,6 @@ EXTENSIONS = [
     "https://stac-extensions.github.io/file/v2.1.0/schema.json",
     "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 ]
-SCL_NAMES = {
-    0: "no_data",
-    1: "saturated_or_defective",
-    2: "dark_area_pixels",
-    3: "cloud_shadows",
-    4: "vegetation",
-    5: "not_vegetated",
-    6: "water",
-    7: "unclassified",
-    8: "cloud_medium_probability",
-    9: "cloud_high_probability",
-    10: "thin_cirrus",
-    11: "snow",
-}
 _PERCENTAGES = {  # SCL classes behind the s2:*_percentage properties
     "cloud_shadow": (3,),
     "vegetation": (4,),
@@ -233,7 +220,7 @@ def _asset_template(name: str) -> dict[str, Any]:
             "roles": ["data"],
             "gsd": resolution,
             "raster:bands": [_raster_band(name, resolution)],
-            "classification:classes": [{"value": v, "name": n} for v, n in SCL_NAMES.items()],
+            "classification:classes": [{"value": v, "name": n} for v, n in SCL_CLASSES.items()],
         }
     info = BANDS[name]
     return {
