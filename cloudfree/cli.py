@@ -66,6 +66,7 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "collection": args.collection,
         "max_cloud_pct": args.max_cloud,
         "method": args.method,
+        "target_date": args.target_date,
         "resolution_m": args.resolution,
         "epsg": args.epsg,
         "force": args.force,
@@ -116,8 +117,17 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from cloudfree.evaluate import main as evaluate_main
+
+    return evaluate_main(args.args)
+
+
 def _add_mosaic_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="median", choices=["median"], help="compositing method")
+    from cloudfree.composite import METHODS
+
+    p.add_argument("--method", default="median", choices=METHODS,
+                   help="compositing method (default median)")
     p.add_argument("--force", action="store_true",
                    help="re-make tiles already published with the same inputs")
 
@@ -148,9 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsg", type=int, default=None, help="output CRS (default: UTM of the AOI)")
     p.add_argument("--tile-size", type=int, default=None,
                    help="cut the AOI into grid tiles of this many pixels (regional flow)")
+    p.add_argument("--target-date", default=None,
+                   help="YYYY-MM-DD that bap/interpolate aim at (default: the window's middle)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_mosaic_options(p)
     p.set_defaults(func=_cmd_mosaic)
+
+    p = sub.add_parser(
+        "evaluate", add_help=False,
+        help="score methods on evaluation cases (.npz) under the hidden-pixel protocol; "
+             "'cloudfree evaluate --help' for its options")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="regional mosaic of the demo collection, with a report")
     p.add_argument("--tile-size", type=int, default=512, help="grid tile size in pixels")
@@ -160,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # its own parser, options included
+        return _cmd_evaluate(argparse.Namespace(args=argv[1:]), None)  # type: ignore[arg-type]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

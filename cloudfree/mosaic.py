@@ -6,7 +6,10 @@ publish order of DESIGN.md: every COG first, the static JSON next, the API item 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -16,7 +19,7 @@ import xarray as xr
 
 from cloudfree import cog
 from cloudfree.bands import DEFAULT_BANDS, NODATA, OFFSET, SCALE
-from cloudfree.composite import composite
+from cloudfree.composite import FILL_CLASSES, METHODS, composite
 from cloudfree.cube import build_cube
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import DateWindow, Tile, bbox_intersects
@@ -44,13 +47,27 @@ class MosaicParams:
     """Everything that, with the source items, determines a mosaic."""
 
     bands: tuple[str, ...] = DEFAULT_BANDS
-    method: Literal["median"] = "median"
+    method: str = "median"
+    #: For bap and interpolate: the date the mosaic should show (default: the middle of
+    #: the window). Ignored by median and geomedian.
+    target_date: str | None = None
     resolution_m: float = 10.0
     invalid_classes: tuple[int, ...] = DEFAULT_INVALID_CLASSES
     dilate_classes: tuple[int, ...] = DEFAULT_DILATE_CLASSES
     dilation_m: float = DEFAULT_DILATION_M
+    opening_m: float = 0.0
     chunksize: int = 1024
     compress: Literal["deflate", "zstd"] = "deflate"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidParameterError("method", self.method, f"choose one of {', '.join(METHODS)}")
+        if self.target_date is not None:
+            try:
+                dt.date.fromisoformat(self.target_date)
+            except ValueError:
+                raise InvalidParameterError("target_date", self.target_date,
+                                            "give an ISO date, YYYY-MM-DD") from None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -91,8 +108,10 @@ def compute_tile(
         invalid_classes=params.invalid_classes,
         dilate_classes=params.dilate_classes,
         dilation_m=params.dilation_m,
+        opening_m=params.opening_m,
     )
-    result = composite(cube.sel(band=list(params.bands)), clear, method=params.method)
+    result = composite(cube.sel(band=list(params.bands)), clear, method=params.method,
+                       target_date=params.target_date)
     return result.compute()
 
 
@@ -119,15 +138,19 @@ def write_tile_assets(
         written.append(_written(band, url, data, media_type=COG_MEDIA_TYPE,
                                 roles=("data", "reflectance"),
                                 title=f"{band} surface reflectance", band=band))
-    count = result["clear_count"].values
-    data = cog.write_cog(count, transform=tile.transform, crs=crs, nodata=None,
-                         band_names=["clear_count"], compress=params.compress,
-                         overview_resampling="nearest")
-    url = f"{base_url}/clear_count.tif"
-    cog.put(data, url, fs=fs)
-    written.append(_written("clear_count", url, data, media_type=COG_MEDIA_TYPE,
-                            roles=("data", "metadata"), title="clear-observation count",
-                            kind="clear_count"))
+    provenance = {  # variable: (nodata, overview resampling, title)
+        "clear_count": (None, "nearest", "clear-observation count"),
+        "source_date": (0, "nearest", "source date (days since 1970-01-01)"),
+        "fill": (0, "nearest", "fill method"),
+    }
+    for name, (nodata, resampling, title) in provenance.items():
+        data = cog.write_cog(result[name].values, transform=tile.transform, crs=crs,
+                             nodata=nodata, band_names=[name], compress=params.compress,
+                             overview_resampling=resampling)
+        url = f"{base_url}/{name}.tif"
+        cog.put(data, url, fs=fs)
+        written.append(_written(name, url, data, media_type=COG_MEDIA_TYPE,
+                                roles=("data", "metadata"), title=title, kind=name))
     if {"red", "green", "blue"} <= set(params.bands):
         refl = result["reflectance"]
         img = rgb_uint8(refl.sel(band="red").values, refl.sel(band="green").values,
@@ -162,6 +185,9 @@ def mosaic_tile(
     re-run with other inputs never overwrites what a published item points at.
     """
     sources = items_for_tile(items, tile)
+    if params.target_date is None and params.method in ("bap", "interpolate"):
+        middle = window.start + (window.end - window.start) / 2
+        params = dataclasses.replace(params, target_date=middle.isoformat())
     iid = item_id(tile.tile_id, window, params.method)
     digest = inputs_hash(sources, {**params.as_dict(), "tile": tile.tile_id,
                                    "bounds": list(tile.bounds), "window": window.compact})
@@ -180,11 +206,14 @@ def mosaic_tile(
         item_id=iid, collection_id=output_collection, tile=tile, window=window,
         assets=written, source_items=sources, source_api_url=source_api_url,
         source_collection=source_collection, method=params.method,
-        parameters=params.as_dict(), digest=digest,
+        parameters={**params.as_dict(), **result.attrs.get("parameters", {})}, digest=digest,
         nodata_pct=100.0 * float(np.mean(count == 0)), static_href=static_href,
     )
-    import json
-
+    fill = result["fill"].values
+    item["properties"]["cloudfree:fill_pct"] = {
+        name: round(100.0 * float(np.mean(fill == code)), 3)
+        for code, (name, _) in sorted(FILL_CLASSES.items())
+    }
     cog.put(json.dumps(item, indent=1).encode(), static_href, fs=fs)
     publish_item(api_url, item)
     return TileOutcome(tile.tile_id, iid, "published", {w.key: w.href for w in written},

@@ -21,6 +21,7 @@ EXTENSIONS = {
     "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
     "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 }
 SOFTWARE = f"cloudfree {__version__}"
 
@@ -37,7 +38,7 @@ class WrittenAsset:
     roles: tuple[str, ...]
     title: str
     band: str | None = None  # reflectance band name, when the asset holds one
-    kind: str = "reflectance"  # reflectance | clear_count | thumbnail
+    kind: str = "reflectance"  # reflectance | clear_count | source_date | fill | thumbnail
 
 
 def item_id(tile_id: str, window: DateWindow, method: str, version: str = __version__) -> str:
@@ -117,14 +118,8 @@ def build_item(
                     "unit": "reflectance",
                 }
             ]
-        elif asset.kind == "clear_count":
-            entry["description"] = (
-                "Number of clear (cloud-, shadow- and nodata-free) observations per pixel "
-                "in the compositing window."
-            )
-            entry["raster:bands"] = [
-                {"data_type": "uint16", "spatial_resolution": tile.resolution_m, "unit": "count"}
-            ]
+        else:
+            entry.update(_provenance_asset(asset.kind, tile.resolution_m))
         if asset.kind != "thumbnail":
             entry["proj:shape"] = [height, width]
             entry["proj:transform"] = list(tile.transform)
@@ -167,7 +162,7 @@ def build_item(
             "processing:software": {"cloudfree": __version__},
             "processing:datetime": _iso(processed_at),
             "processing:lineage": (
-                f"{method} composite of {len(source_items)} Sentinel-2 L2A scenes "
+                f"{method} of {len(source_items)} Sentinel-2 L2A scenes "
                 f"({len(dates)} dates, {dates[0] if dates else '-'} to "
                 f"{dates[-1] if dates else '-'}) from {api}/collections/{source_collection}, "
                 "cloud-masked with the SCL band."
@@ -184,6 +179,39 @@ def build_item(
     }
 
 
+def _fill_classes() -> list[dict[str, Any]]:
+    from cloudfree.composite import FILL_CLASSES
+
+    return [{"value": code, "name": name, "description": text}
+            for code, (name, text) in sorted(FILL_CLASSES.items())]
+
+
+def _provenance_asset(kind: str, resolution_m: float | None) -> dict[str, Any]:
+    """Description, raster:bands and classes of the per-pixel provenance assets."""
+    res = {} if resolution_m is None else {"spatial_resolution": resolution_m}
+    if kind == "clear_count":
+        return {
+            "description": "Number of clear (cloud-, shadow- and nodata-free) observations "
+                           "per pixel in the compositing window.",
+            "raster:bands": [{"data_type": "uint16", "unit": "count", **res}],
+        }
+    if kind == "source_date":
+        return {
+            "description": "Date of the observation a pixel comes from, in days since "
+                           "1970-01-01; for blends (median, geomedian) the weighted mean "
+                           "date of the observations blended. 0 = no observation.",
+            "raster:bands": [{"data_type": "uint16", "nodata": 0, "unit": "days since 1970-01-01",
+                              **res}],
+        }
+    if kind == "fill":
+        return {
+            "description": "How each pixel was filled.",
+            "raster:bands": [{"data_type": "uint8", "nodata": 0, **res}],
+            "classification:classes": _fill_classes(),
+        }
+    return {}
+
+
 def build_collection(collection_id: str, *, bands: Sequence[str]) -> dict[str, Any]:
     """The output collection, with item_assets and summaries (pure)."""
     item_assets: dict[str, Any] = {
@@ -198,12 +226,15 @@ def build_collection(collection_id: str, *, bands: Sequence[str]) -> dict[str, A
         }
         for band in bands
     }
-    item_assets["clear_count"] = {
-        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-        "roles": ["data", "metadata"],
-        "title": "clear-observation count",
-        "raster:bands": [{"data_type": "uint16", "unit": "count"}],
-    }
+    titles = {"clear_count": "clear-observation count", "source_date": "source date",
+              "fill": "fill method"}
+    for kind, title in titles.items():
+        item_assets[kind] = {
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data", "metadata"],
+            "title": title,
+            **_provenance_asset(kind, None),
+        }
     item_assets["thumbnail"] = {"type": "image/png", "roles": ["thumbnail"], "title": "RGB"}
     return {
         "type": "Collection",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
         default=None, description="Prefect API; default: the local server started by services."
     )
     out_dir: Path = Field(default=Path("out"), description="Local outputs such as quicklooks.")
+    dask_cluster: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="Dask cluster of the flows: a LocalCluster, or a dask-kubernetes operator "
+        "cluster shaped by the CLOUDFREE_DASK_* variables (cloudfree.cluster.KubeClusterConfig).",
+    )
 
     @property
     def stac_url(self) -> str:

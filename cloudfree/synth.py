@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from cloudfree.masking import cast_shadow, shadow_offset_px  # noqa: F401 (re-exported)
+
 BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
 WAVELENGTHS_NM = np.array([490.0, 560.0, 665.0, 842.0, 1610.0, 2190.0], np.float32)
 
@@ -507,31 +509,6 @@ def thin_cloud_spectral_opacity(
     """Per-band opacity (C, H, W) of thin cloud/haze: falls as (lambda / 490 nm) ** -angstrom."""
     factor = (np.asarray(wavelengths_nm, np.float32) / 490.0) ** -angstrom
     return np.clip(factor[:, None, None] * opacity_blue[None], 0.0, 1.0).astype(np.float32)
-
-
-def shadow_offset_px(
-    *, cloud_height_m: float, sun_zenith_deg: float, sun_azimuth_deg: float, resolution_m: float
-) -> tuple[float, float]:
-    """(rows, cols) from a cloud to its shadow: height x tan(zenith), away from the sun.
-
-    The azimuth is clockwise from north; rows grow southwards, columns eastwards.
-    """
-    length = cloud_height_m * math.tan(math.radians(sun_zenith_deg)) / resolution_m
-    azimuth = math.radians(sun_azimuth_deg)
-    return length * math.cos(azimuth), -length * math.sin(azimuth)
-
-
-def cast_shadow(opacity: np.ndarray, *, offset_px: tuple[float, float]) -> np.ndarray:
-    """Shadow opacity of a standalone cloud ``opacity`` array shifted by ``offset_px``
-    (rounded); outside the array counts as cloud-free. Use world fields for tiles."""
-    dr, dc = (int(round(o)) for o in offset_px)
-    out = np.zeros_like(opacity)
-    h, w = opacity.shape
-    if abs(dr) < h and abs(dc) < w:
-        out[max(dr, 0) : h + min(dr, 0), max(dc, 0) : w + min(dc, 0)] = opacity[
-            max(-dr, 0) : h + min(-dr, 0), max(-dc, 0) : w + min(-dc, 0)
-        ]
-    return out
 
 
 def apply_atmosphere(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from distributed import Client
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cloudfree.cluster import make_cluster
+from cloudfree.cluster import KubeClusterConfig, make_cluster
 from cloudfree.errors import CloudFreeError
 from cloudfree.grid import AOI, DateWindow, Tile
 from cloudfree.mosaic import MosaicParams, TileOutcome, mosaic_tile
@@ -37,12 +38,17 @@ RETRY = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transie
 
 
 @contextlib.contextmanager
-def dask_client() -> Iterator[Client]:
-    """A Dask client on a fresh local cluster; its start/stop chatter kept out of the
-    flow's log."""
+def dask_client(settings: Settings) -> Iterator[Client]:
+    """A Dask client on a fresh cluster of the configured kind (local, or a
+    dask-kubernetes operator cluster in production); its start/stop chatter kept out of
+    the flow's log."""
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    with make_cluster() as cluster, Client(cluster) as client:
+    if settings.dask_cluster == "kubernetes":
+        cluster = make_cluster("kubernetes", kube=KubeClusterConfig.from_env(os.environ))
+    else:
+        cluster = make_cluster("local")
+    with cluster, Client(cluster) as client:
         yield client
 
 

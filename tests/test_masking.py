@@ -59,3 +59,77 @@ def test_unknown_class_is_rejected():
 
 def test_dilate_empty_mask_is_empty():
     assert not dilate(np.zeros((2, 5, 5), bool), radius_px=3).any()
+
+
+def test_opening_removes_specks_and_keeps_clouds():
+    frame = np.full((1, 40, 40), 4, dtype=np.uint16)
+    frame[0, 5, 5] = 9  # a one-pixel false detection (a bright roof)
+    frame[0, 20:32, 20:32] = 9  # a real cloud
+    clear = scl_clear_mask(_scl(frame), resolution_m=10, dilation_m=30, opening_m=20).values[0]
+    assert clear[5, 5] and clear[:12, :12].all()  # speck gone, not dilated
+    assert not clear[20:32, 20:32].any()
+    assert not clear[17, 26] and clear[14, 26]  # dilated by 3 px
+    kept = scl_clear_mask(_scl(frame), resolution_m=10, dilation_m=30).values[0]
+    assert not kept[5, 5]  # without opening the speck stays masked
+
+
+def test_shadow_projection_finds_synthetic_shadows():
+    from cloudfree.masking import project_shadows, shadow_offset_px
+    from cloudfree.synth import Weather, make_scene
+
+    size = 320
+    scene = make_scene((size, size), seed=4, day_of_year=170, cloud_cover=0.15,
+                       cirrus_opacity=0.0)
+    cloud = scene.cloud_opacity > 0.15
+    # judge only shadows whose cloud lies inside the scene (the synthetic world also
+    # shades the scene from clouds outside it)
+    dr, dc = (int(round(v)) for v in shadow_offset_px(
+        cloud_height_m=Weather().cloud_height_m, sun_zenith_deg=scene.sun_zenith_deg,
+        sun_azimuth_deg=scene.sun_azimuth_deg, resolution_m=10))
+    rows, cols = np.mgrid[:size, :size]
+    inside = (rows - dr >= 0) & (rows - dr < size) & (cols - dc >= 0) & (cols - dc < size)
+    truth = scene.shadow_mask & ~cloud & inside
+    assert truth.sum() > 200
+    shadow = project_shadows(cloud, sun_zenith_deg=scene.sun_zenith_deg,
+                             sun_azimuth_deg=scene.sun_azimuth_deg, resolution_m=10)
+    recall = (shadow & truth).sum() / truth.sum()
+    assert recall > 0.95
+    assert not (shadow & cloud).any()
+    # searching on the sun's side of the clouds finds far less
+    wrong = project_shadows(cloud, sun_zenith_deg=scene.sun_zenith_deg,
+                            sun_azimuth_deg=scene.sun_azimuth_deg + 180, resolution_m=10)
+    assert (wrong & truth).sum() / truth.sum() < recall - 0.3
+
+
+def test_shadow_offset_points_away_from_the_sun():
+    from cloudfree.masking import shadow_offset_px
+
+    rows, cols = shadow_offset_px(cloud_height_m=1000, sun_zenith_deg=45,
+                                  sun_azimuth_deg=135, resolution_m=10)  # sun in the south-east
+    assert rows < 0 and cols < 0  # shadow to the north-west
+    assert np.hypot(rows, cols) == pytest.approx(100)
+
+
+L1C_CASE = "../shared/data/s2_slovenia_2015.npz"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(L1C_CASE), reason="needs ../shared/data")
+def test_s2cloudless_on_real_l1c_agrees_with_the_reference_mask():
+    from cloudfree.masking import s2cloudless_clear_mask
+
+    case = np.load(L1C_CASE)
+    clear = s2cloudless_clear_mask(case["bands"], case["band_names"], resolution_m=10,
+                                   dilation_m=0, opening_m=0)
+    cloud = ~clear
+    ref = case["cloud_mask"]
+    tp = (cloud & ref).sum()
+    f1 = 2 * tp / (cloud.sum() + ref.sum())
+    assert f1 > 0.95
+    assert clear[[0, 3, 4]].mean() > 0.99  # the clear dates stay clear
+
+
+def test_s2cloudless_needs_its_bands():
+    from cloudfree.masking import s2cloudless_probability
+
+    with pytest.raises(InvalidParameterError, match="B10"):
+        s2cloudless_probability(np.zeros((1, 3, 4, 4), np.float32), ["B02", "B03", "B04"])

@@ -19,6 +19,10 @@ def _item():
                      band="red"),
         WrittenAsset("clear_count", "s3://b/c.tif", 99, "cd" * 32, "image/tiff",
                      ("data", "metadata"), "count", kind="clear_count"),
+        WrittenAsset("source_date", "s3://b/d.tif", 99, "cd" * 32, "image/tiff",
+                     ("data", "metadata"), "date", kind="source_date"),
+        WrittenAsset("fill", "s3://b/f.tif", 99, "cd" * 32, "image/tiff",
+                     ("data", "metadata"), "fill", kind="fill"),
     ]
     iid = item_id(tile.tile_id, window, "median")
     return tile, build_item(
@@ -50,6 +54,10 @@ def test_item_is_valid_stac_with_the_conventions():
     assert red["eo:bands"][0]["common_name"] == "red"
     assert red["file:checksum"] == "1220" + "ab" * 32 and red["file:size"] == 1234
     assert "scale" not in item["assets"]["clear_count"]["raster:bands"][0]
+    assert item["assets"]["source_date"]["raster:bands"][0]["unit"] == "days since 1970-01-01"
+    assert item["assets"]["fill"]["raster:bands"][0] == {"data_type": "uint8", "nodata": 0,
+                                                         "spatial_resolution": 10}
+    assert item["assets"]["fill"]["classification:classes"][0]["name"] == "nodata"
     for ext in ("projection", "raster", "eo", "processing", "file"):
         assert any(f"/{ext}/" in url for url in item["stac_extensions"])
 
@@ -66,4 +74,8 @@ def test_ids_and_hashes_are_deterministic():
 
 def test_collection_is_valid():
     col = pystac.Collection.from_dict(build_collection("out", bands=["red", "nir"]))
-    assert set(col.extra_fields["item_assets"]) == {"red", "nir", "clear_count", "thumbnail"}
+    assets = col.extra_fields["item_assets"]
+    assert set(assets) == {"red", "nir", "clear_count", "source_date", "fill", "thumbnail"}
+    classes = {c["value"]: c["name"] for c in assets["fill"]["classification:classes"]}
+    assert classes[0] == "nodata" and {"observed", "composited", "interpolated"} <= set(
+        classes.values())

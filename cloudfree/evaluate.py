@@ -1,0 +1,356 @@
+"""Evaluation: hide real cloud masks on clear frames, reconstruct them, score the hidden pixels.
+
+The protocol (DESIGN.md, "Evaluation protocol"), as implemented here:
+
+**Case.** An ``.npz`` with ``bands`` (T, C, H, W) float reflectance 0..1, ``band_names``
+(C,), ``dates`` (T,) ISO strings, ``cloud_mask`` (T, H, W) bool (real clouds and shadows)
+and optionally ``paste_masks`` (K, H, W) bool. Any band set works (13-band L1C, RGB,
+1-band NDVI). Non-finite values in ``bands`` count as cloud.
+
+**Targets.** Every frame whose cloud fraction (``cloud_mask`` or non-finite) is below 1 %.
+
+**Pasted masks.** The pool is the case's ``paste_masks`` when it has them, else the
+``cloud_mask`` of its frames with a cloud fraction between 5 % and 80 % (partial clouds:
+an overcast frame hides everything and says nothing about edges). For every target, in
+date order, ``pastes_per_target`` distinct masks (default 3, fewer when the pool is
+smaller) are drawn from the pool with ``numpy.random.default_rng(seed)``, a fresh
+generator per case, so a case's draws do not depend on the other cases in the run. Each
+paste is one sample. The hidden pixels of a sample are the pasted mask minus the target's
+own cloud (whose truth is not clear).
+
+**What a method sees.** The whole series with NaN wherever ``cloud_mask`` is set, and on
+the target frame also NaN on the hidden pixels; the target's other pixels are observed
+and visible. A method therefore never sees hidden truth. It gets a fresh copy per call.
+
+**What a method returns.** The (C, H, W) reconstruction of the target frame, finite on
+every hidden pixel: a NaN there raises :class:`MethodOutputError` (a method with no
+observation must decide what to put there). The baselines (:data:`BASELINES`) fall back,
+where ``composite_array`` finds no clear observation, to the per-band median of all
+usable values of the series (every date and pixel), else 0.
+
+**Metrics.** The scored frame is the target with the method's values pasted into the
+hidden pixels (the observed pixels stay as observed, as a gap filler would leave them).
+On the hidden pixels of all samples of a case pooled together: PSNR (data range 1) and
+RMSE from the pooled squared error, MAE, SAM (degrees, over bands; undefined for one
+band), and SSIM: the Gaussian SSIM map of each whole frame, averaged over the hidden
+pixels (and bands). Undefined values are ``None`` in the records and JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudfree import metrics
+from cloudfree.composite import METHODS, composite_array, days_since_epoch
+from cloudfree.errors import CloudFreeError, InvalidParameterError
+
+MethodFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+"""(series (T, C, H, W) float32, NaN = cloudy or hidden; days (T,) since 1970-01-01;
+target index) -> (C, H, W) reconstruction of the target frame."""
+
+MAX_TARGET_CLOUD = 0.01
+PASTE_CLOUD_RANGE = (0.05, 0.80)
+DEFAULT_PASTES = 3
+RECORD_KEYS = ("case", "method", "psnr", "ssim", "mae", "rmse", "sam", "n_targets",
+               "hidden_px", "seconds")
+
+
+class InvalidCaseError(CloudFreeError, ValueError):
+    """An evaluation case file is missing, unreadable or not in the case format."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"evaluation case {str(path)!r}: {reason}. A case is an .npz with bands "
+            "(T, C, H, W) float, band_names (C,), dates (T,) ISO strings, cloud_mask "
+            "(T, H, W) bool and optionally paste_masks (K, H, W) bool (see DESIGN.md)."
+        )
+
+
+class MethodOutputError(CloudFreeError, ValueError):
+    """A method returned a frame of the wrong shape or without values on hidden pixels."""
+
+    def __init__(self, method: str, case: str, target: int, reason: str) -> None:
+        self.method = method
+        super().__init__(
+            f"method {method!r} on case {case!r}, target frame {target}: {reason}. A method "
+            "must return a finite (C, H, W) reconstruction of the target frame."
+        )
+
+
+@dataclass
+class Case:
+    """One evaluation case (see the module docstring)."""
+
+    bands: np.ndarray  # (T, C, H, W) float32
+    band_names: tuple[str, ...]
+    dates: tuple[str, ...]  # ISO
+    cloud_mask: np.ndarray  # (T, H, W) bool; non-finite band values included
+    paste_masks: np.ndarray | None  # (K, H, W) bool
+    name: str
+
+    @property
+    def days(self) -> np.ndarray:
+        """(T,) float days since 1970-01-01."""
+        return days_since_epoch(np.asarray(self.dates))
+
+
+def load_case(path: str | Path) -> Case:
+    """Read and check an evaluation case; raises :class:`InvalidCaseError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidCaseError(path, "no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except Exception as exc:  # numpy raises many kinds for a bad archive
+        raise InvalidCaseError(path, f"cannot be read as .npz ({exc})") from exc
+    missing = [k for k in ("bands", "band_names", "dates", "cloud_mask") if k not in arrays]
+    if missing:
+        raise InvalidCaseError(path, f"missing array(s) {', '.join(missing)}")
+    bands = arrays["bands"]
+    if bands.ndim != 4 or not np.issubdtype(bands.dtype, np.number):
+        raise InvalidCaseError(path, f"bands has shape {bands.shape} and dtype {bands.dtype}, "
+                                     "expected a numeric (T, C, H, W) array")
+    n_dates, n_bands, height, width = bands.shape
+    band_names = tuple(str(b) for b in np.atleast_1d(arrays["band_names"]))
+    if len(band_names) != n_bands:
+        raise InvalidCaseError(path, f"band_names has {len(band_names)} names for {n_bands} bands")
+    dates = tuple(str(d) for d in np.atleast_1d(arrays["dates"]))
+    if len(dates) != n_dates:
+        raise InvalidCaseError(path, f"dates has {len(dates)} entries for {n_dates} frames")
+    try:
+        days_since_epoch(np.asarray(dates))
+    except ValueError as exc:
+        raise InvalidCaseError(path, f"dates are not ISO dates ({exc})") from exc
+    masks = {}
+    for key, lead in (("cloud_mask", n_dates), ("paste_masks", None)):
+        if key not in arrays:
+            continue
+        mask = arrays[key]
+        if mask.ndim != 3 or mask.shape[1:] != (height, width) or (
+                lead is not None and mask.shape[0] != lead):
+            want = f"({lead if lead is not None else 'K'}, {height}, {width})"
+            raise InvalidCaseError(path, f"{key} has shape {mask.shape}, expected {want}")
+        if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+            raise InvalidCaseError(path, f"{key} must be boolean (0/1)")
+        masks[key] = mask.astype(bool)
+    bands = bands.astype(np.float32)
+    cloud = masks["cloud_mask"] | ~np.isfinite(bands).all(axis=1)
+    return Case(bands=bands, band_names=band_names, dates=dates, cloud_mask=cloud,
+                paste_masks=masks.get("paste_masks"), name=path.stem)
+
+
+def target_frames(case: Case) -> np.ndarray:
+    """Indices of the frames under :data:`MAX_TARGET_CLOUD` cloud."""
+    return np.flatnonzero(case.cloud_mask.mean(axis=(1, 2)) < MAX_TARGET_CLOUD)
+
+
+def paste_pool(case: Case) -> np.ndarray:
+    """The masks pasted onto targets: ``paste_masks``, else the case's partial clouds."""
+    if case.paste_masks is not None and len(case.paste_masks):
+        return case.paste_masks
+    fraction = case.cloud_mask.mean(axis=(1, 2))
+    lo, hi = PASTE_CLOUD_RANGE
+    return case.cloud_mask[(fraction >= lo) & (fraction <= hi)]
+
+
+def draw_samples(case: Case, *, seed: int, pastes_per_target: int = DEFAULT_PASTES
+                 ) -> list[tuple[int, np.ndarray]]:
+    """The (target index, hidden mask) samples of a case, deterministic in ``seed``."""
+    targets, pool = target_frames(case), paste_pool(case)
+    if not targets.size:
+        raise InvalidCaseError(case.name, f"no frame has under {MAX_TARGET_CLOUD:.0%} cloud")
+    if not len(pool):
+        lo, hi = PASTE_CLOUD_RANGE
+        raise InvalidCaseError(case.name, "no masks to paste: no paste_masks and no frame "
+                                          f"with {lo:.0%}..{hi:.0%} cloud")
+    rng = np.random.default_rng(seed)
+    samples = []
+    for target in targets:
+        picks = rng.choice(len(pool), size=min(pastes_per_target, len(pool)), replace=False)
+        for pick in picks:
+            samples.append((int(target), pool[pick] & ~case.cloud_mask[target]))
+    return samples
+
+
+def _fallback_fill(reconstruction: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """NaN pixels -> the per-band median of every usable value in the series, else 0."""
+    gaps = np.isnan(reconstruction)
+    if not gaps.any():
+        return reconstruction
+    usable = np.isfinite(series).all(axis=1)  # (T, H, W)
+    per_band = np.zeros(series.shape[1], np.float32)
+    for band in range(series.shape[1]):
+        values = series[:, band][usable]
+        if values.size:
+            per_band[band] = np.median(values)
+    return np.where(gaps, per_band[:, None, None], reconstruction)
+
+
+def baseline(method: str, **params: Any) -> MethodFn:
+    """A :data:`MethodFn` for a ``composite_array`` method aimed at the target's date."""
+
+    def reconstruct(series: np.ndarray, days: np.ndarray, target: int) -> np.ndarray:
+        result = composite_array(series, days, method=method,  # type: ignore[arg-type]
+                                 target_day=float(days[target]), **params)
+        return _fallback_fill(result.reflectance, series)
+
+    reconstruct.__name__ = reconstruct.__qualname__ = method
+    return reconstruct
+
+
+BASELINES: dict[str, MethodFn] = {name: baseline(name) for name in METHODS}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def evaluate_case(
+    case: Case,
+    methods: Mapping[str, MethodFn],
+    *,
+    seed: int = 0,
+    pastes_per_target: int = DEFAULT_PASTES,
+) -> list[dict[str, Any]]:
+    """Score every method on one case; one record per method (keys :data:`RECORD_KEYS`)."""
+    samples = draw_samples(case, seed=seed, pastes_per_target=pastes_per_target)
+    days = case.days
+    observed = np.where(case.cloud_mask[:, None], np.float32(np.nan), case.bands)
+    # non-finite truth (never hidden, it counts as cloud) must not spread NaN through
+    # the SSIM windows: 0 in both the truth and the scored frame
+    truths = np.nan_to_num(np.stack([case.bands[t] for t, _ in samples]), nan=0.0,
+                           posinf=0.0, neginf=0.0)
+    hidden = np.stack([h for _, h in samples])
+    records = []
+    for name, method in methods.items():
+        frames, seconds = [], 0.0
+        for (target, mask), truth in zip(samples, truths, strict=True):
+            series = observed.copy()
+            series[target][:, mask] = np.nan
+            start = time.perf_counter()
+            pred = np.asarray(method(series, days.copy(), target))
+            seconds += time.perf_counter() - start
+            if pred.shape != truth.shape:
+                raise MethodOutputError(name, case.name, target,
+                                        f"returned shape {pred.shape}, expected {truth.shape}")
+            bad = int((~np.isfinite(pred[:, mask])).any(axis=0).sum())
+            if bad:
+                raise MethodOutputError(name, case.name, target,
+                                        f"{bad} hidden pixels are NaN or infinite")
+            frames.append(np.where(mask, pred, truth))
+        pred_all = np.stack(frames)
+        records.append({
+            "case": case.name,
+            "method": name,
+            "psnr": _finite_or_none(metrics.psnr(truths, pred_all, hidden)),
+            "ssim": _finite_or_none(metrics.ssim_hidden_mean(truths, pred_all, hidden)),
+            "mae": _finite_or_none(metrics.mae(truths, pred_all, hidden)),
+            "rmse": _finite_or_none(metrics.rmse(truths, pred_all, hidden)),
+            "sam": _finite_or_none(metrics.sam_degrees(truths, pred_all, hidden)),
+            "n_targets": len({t for t, _ in samples}),
+            "hidden_px": int(hidden.sum()),
+            "seconds": round(seconds, 4),
+        })
+    return records
+
+
+def resolve_methods(methods: Sequence[str] | Mapping[str, MethodFn]) -> dict[str, MethodFn]:
+    """Method names (of :data:`BASELINES`) or a name -> function mapping, as a mapping."""
+    if isinstance(methods, Mapping):
+        return dict(methods)
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m]
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown or not methods:
+        raise InvalidParameterError("methods", ",".join(unknown) or "",
+                                    f"choose from {', '.join(BASELINES)}")
+    return {m: BASELINES[m] for m in methods}
+
+
+def evaluate_cases(
+    paths: Sequence[str | Path | Case],
+    methods: Sequence[str] | Mapping[str, MethodFn],
+    *,
+    seed: int = 0,
+    pastes_per_target: int = DEFAULT_PASTES,
+) -> list[dict[str, Any]]:
+    """Evaluate every method on every case (paths or loaded :class:`Case` objects).
+
+    Returns one record per case and method, with the keys of :data:`RECORD_KEYS`:
+    metrics (``None`` where undefined), ``n_targets`` (target frames), ``hidden_px``
+    (scored pixels over all samples) and ``seconds`` (time inside the method).
+    """
+    resolved = resolve_methods(methods)
+    if pastes_per_target < 1:
+        raise InvalidParameterError("pastes_per_target", pastes_per_target, "give at least 1")
+    records: list[dict[str, Any]] = []
+    for item in paths:
+        case = item if isinstance(item, Case) else load_case(item)
+        records += evaluate_case(case, resolved, seed=seed, pastes_per_target=pastes_per_target)
+    return records
+
+
+def format_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table, one row per case and method."""
+    columns = [("case", "case", "{}"), ("method", "method", "{}"), ("PSNR dB", "psnr", "{:.2f}"),
+               ("SSIM", "ssim", "{:.4f}"), ("MAE", "mae", "{:.4f}"), ("RMSE", "rmse", "{:.4f}"),
+               ("SAM deg", "sam", "{:.2f}"), ("targets", "n_targets", "{}"),
+               ("hidden px", "hidden_px", "{}"), ("seconds", "seconds", "{:.2f}")]
+    rows = [[title for title, _, _ in columns]]
+    for record in records:
+        rows.append(["-" if record.get(key) is None else fmt.format(record[key])
+                     for _, key, fmt in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def build_parser(prog: str = "cloudfree evaluate") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Score cloud-removal methods on evaluation cases: real cloud "
+        "masks hide pixels of clear frames; PSNR, SSIM, MAE, RMSE and SAM on those pixels.")
+    parser.add_argument("cases", nargs="+", metavar="CASE.npz", help="evaluation case files")
+    parser.add_argument("--methods", default=",".join(BASELINES),
+                        help=f"comma-separated, from {','.join(BASELINES)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pasted masks")
+    parser.add_argument("--pastes", type=int, default=DEFAULT_PASTES,
+                        help=f"pasted masks per target frame (default {DEFAULT_PASTES})")
+    parser.add_argument("--json", metavar="OUT.json", help="also write the records here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cloudfree evaluate``: print the table, optionally write the JSON records."""
+    args = build_parser().parse_args(argv)
+    try:
+        methods = resolve_methods(args.methods)
+        start = time.perf_counter()
+        records = evaluate_cases(args.cases, methods, seed=args.seed,
+                                 pastes_per_target=args.pastes)
+        print(format_table(records))
+        print(f"seed {args.seed}, {args.pastes} pasted masks per target, "
+              f"{time.perf_counter() - start:.1f} s in all")
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+            print(f"wrote {args.json}")
+    except CloudFreeError as exc:
+        print(f"cloudfree: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"cloudfree: error: cannot write {args.json!r}: {exc}", file=sys.stderr)
+        return 2
+    return 0
