@@ -67,6 +67,7 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_cloud_pct": args.max_cloud,
         "method": args.method,
         "target_date": args.target_date,
+        "dilation_m": args.dilation,
         "resolution_m": args.resolution,
         "epsg": args.epsg,
         "force": args.force,
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut the AOI into grid tiles of this many pixels (regional flow)")
     p.add_argument("--target-date", default=None,
                    help="YYYY-MM-DD that bap/interpolate aim at (default: the window's middle)")
+    p.add_argument("--dilation", type=float, default=None,
+                   help="grow SCL cloud and shadow masks by this many metres (default 100)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_mosaic_options(p)
     p.set_defaults(func=_cmd_mosaic)
