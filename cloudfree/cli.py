@@ -124,10 +124,16 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return evaluate_main(args.args)
 
 
-def _add_mosaic_options(p: argparse.ArgumentParser) -> None:
-    from cloudfree.composite import METHODS
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from cloudfree.training import main as train_main
 
-    p.add_argument("--method", default="median", choices=METHODS,
+    return train_main(args.args)
+
+
+def _add_mosaic_options(p: argparse.ArgumentParser) -> None:
+    from cloudfree.mosaic import MOSAIC_METHODS
+
+    p.add_argument("--method", default="median", choices=MOSAIC_METHODS,
                    help="compositing method (default median)")
     p.add_argument("--force", action="store_true",
                    help="re-make tiles already published with the same inputs")
@@ -174,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser(
+        "train", add_help=False,
+        help="train the generator (resumable); 'cloudfree train --help' for its options")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("demo", help="regional mosaic of the demo collection, with a report")
     p.add_argument("--tile-size", type=int, default=512, help="grid tile size in pixels")
     _add_mosaic_options(p)
@@ -185,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # its own parser, options included
         return _cmd_evaluate(argparse.Namespace(args=argv[1:]), None)  # type: ignore[arg-type]
+    if argv[:1] == ["train"]:
+        return _cmd_train(argparse.Namespace(args=argv[1:]), None)  # type: ignore[arg-type]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

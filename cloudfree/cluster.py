@@ -394,7 +394,10 @@ def gpu_resources(client: Client) -> dict[str, int] | None:
     """``{"GPU": 1}`` when GPU tasks can be placed: a worker advertises the ``GPU`` resource,
     or the cluster has a GPU group that scales up on demand; else ``None`` (run on CPU).
 
-    Use as ``with dask.annotate(resources=gpu_resources(client) or {}):``.
+    Use as ``with dask.annotate(resources=gpu_resources(client) or {}):`` around graph
+    construction, and compute under ``dask.config.set(cloudfree.inference.COMPUTE_CONFIG)``:
+    dask's low-level fusion would otherwise drop the annotations before they reach the
+    scheduler. :func:`cloudfree.inference.generator_composite` annotates on its own.
     """
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     if any(w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1 for w in workers.values()):

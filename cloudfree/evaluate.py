@@ -26,7 +26,10 @@ and visible. A method therefore never sees hidden truth. It gets a fresh copy pe
 every hidden pixel: a NaN there raises :class:`MethodOutputError` (a method with no
 observation must decide what to put there). The baselines (:data:`BASELINES`) fall back,
 where ``composite_array`` finds no clear observation, to the per-band median of all
-usable values of the series (every date and pixel), else 0.
+usable values of the series (every date and pixel), else 0. A method that accepts a
+``band_names`` keyword also gets the case's band names. The learned methods
+(:data:`LEARNED`: ``generator``, and ``generator_no_tta`` without test-time adaptation)
+are imported only when named.
 
 **Metrics.** The scored frame is the target with the method's values pasted into the
 hidden pixels (the observed pixels stay as observed, as a gap filler would leave them).
@@ -39,6 +42,7 @@ pixels (and bands). Undefined values are ``None`` in the records and JSON.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -211,6 +215,27 @@ def baseline(method: str, **params: Any) -> MethodFn:
 
 BASELINES: dict[str, MethodFn] = {name: baseline(name) for name in METHODS}
 
+#: Learned methods, imported only when asked for (they need torch and the shipped weights).
+LEARNED: dict[str, tuple[str, str]] = {
+    "generator": ("cloudfree.models.method", "generator_method"),
+    "generator_no_tta": ("cloudfree.models.method", "generator_method_no_tta"),
+}
+
+
+def _learned(name: str) -> MethodFn:
+    import importlib
+
+    module, attr = LEARNED[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _accepts_band_names(method: Callable[..., Any]) -> bool:
+    """Whether a method takes the case's band names as the ``band_names`` keyword."""
+    try:
+        return "band_names" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
 
 def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
@@ -234,12 +259,13 @@ def evaluate_case(
     hidden = np.stack([h for _, h in samples])
     records = []
     for name, method in methods.items():
+        extra = {"band_names": case.band_names} if _accepts_band_names(method) else {}
         frames, seconds = [], 0.0
         for (target, mask), truth in zip(samples, truths, strict=True):
             series = observed.copy()
             series[target][:, mask] = np.nan
             start = time.perf_counter()
-            pred = np.asarray(method(series, days.copy(), target))
+            pred = np.asarray(method(series, days.copy(), target, **extra))
             seconds += time.perf_counter() - start
             if pred.shape != truth.shape:
                 raise MethodOutputError(name, case.name, target,
@@ -271,11 +297,11 @@ def resolve_methods(methods: Sequence[str] | Mapping[str, MethodFn]) -> dict[str
         return dict(methods)
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m]
-    unknown = [m for m in methods if m not in BASELINES]
+    unknown = [m for m in methods if m not in BASELINES and m not in LEARNED]
     if unknown or not methods:
         raise InvalidParameterError("methods", ",".join(unknown) or "",
-                                    f"choose from {', '.join(BASELINES)}")
-    return {m: BASELINES[m] for m in methods}
+                                    f"choose from {', '.join([*BASELINES, *LEARNED])}")
+    return {m: BASELINES[m] if m in BASELINES else _learned(m) for m in methods}
 
 
 def evaluate_cases(
@@ -325,7 +351,8 @@ def build_parser(prog: str = "cloudfree evaluate") -> argparse.ArgumentParser:
         "masks hide pixels of clear frames; PSNR, SSIM, MAE, RMSE and SAM on those pixels.")
     parser.add_argument("cases", nargs="+", metavar="CASE.npz", help="evaluation case files")
     parser.add_argument("--methods", default=",".join(BASELINES),
-                        help=f"comma-separated, from {','.join(BASELINES)} (default: all)")
+                        help=f"comma-separated, from {','.join([*BASELINES, *LEARNED])} "
+                             "(default: the baselines)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pasted masks")
     parser.add_argument("--pastes", type=int, default=DEFAULT_PASTES,
                         help=f"pasted masks per target frame (default {DEFAULT_PASTES})")

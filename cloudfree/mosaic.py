@@ -40,6 +40,10 @@ from cloudfree.publish import (
 from cloudfree.quicklook import rgb_uint8, thumbnail
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+#: Every way a tile can be made: the non-learned composites and the generator network.
+MOSAIC_METHODS: tuple[str, ...] = (*METHODS, "generator")
+#: Methods that aim at a target date (default: the middle of the window).
+TARGETED_METHODS: tuple[str, ...] = ("bap", "interpolate", "generator")
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,11 @@ class MosaicParams:
 
     bands: tuple[str, ...] = DEFAULT_BANDS
     method: str = "median"
-    #: For bap and interpolate: the date the mosaic should show (default: the middle of
-    #: the window). Ignored by median and geomedian.
+    #: For bap, interpolate and generator: the date the mosaic should show (default: the
+    #: middle of the window). Ignored by median and geomedian.
     target_date: str | None = None
+    #: The shipped generator weights to use (method "generator" only).
+    model: str = "default"
     resolution_m: float = 10.0
     invalid_classes: tuple[int, ...] = DEFAULT_INVALID_CLASSES
     dilate_classes: tuple[int, ...] = DEFAULT_DILATE_CLASSES
@@ -60,8 +66,9 @@ class MosaicParams:
     compress: Literal["deflate", "zstd"] = "deflate"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidParameterError("method", self.method, f"choose one of {', '.join(METHODS)}")
+        if self.method not in MOSAIC_METHODS:
+            raise InvalidParameterError("method", self.method,
+                                        f"choose one of {', '.join(MOSAIC_METHODS)}")
         if self.target_date is not None:
             try:
                 dt.date.fromisoformat(self.target_date)
@@ -110,9 +117,32 @@ def compute_tile(
         dilation_m=params.dilation_m,
         opening_m=params.opening_m,
     )
-    result = composite(cube.sel(band=list(params.bands)), clear, method=params.method,
-                       target_date=params.target_date)
+    reflectance = cube.sel(band=list(params.bands))
+    if params.method == "generator":
+        from cloudfree.inference import COMPUTE_CONFIG, generator_composite
+
+        result = generator_composite(reflectance, clear, target_date=params.target_date,
+                                     model_name=params.model)
+        import dask
+
+        with dask.config.set(COMPUTE_CONFIG):  # so GPU annotations reach the scheduler
+            return result.compute()
+    result = composite(reflectance, clear, method=params.method, target_date=params.target_date)
     return result.compute()
+
+
+def method_label(params: MosaicParams) -> str:
+    """The method as it appears in item ids: the generator's carries its model version,
+    so new weights make new items."""
+    if params.method != "generator":
+        return params.method
+    from cloudfree.models.registry import WEIGHTS_DIR, ModelCard
+
+    card_path = WEIGHTS_DIR / f"{params.model}.json"
+    if not card_path.is_file():
+        raise InvalidParameterError("model", params.model, f"no model card {card_path}")
+    card = ModelCard.from_json(card_path.read_text())
+    return f"generator-{card.name}-{card.version}"
 
 
 def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
@@ -185,11 +215,13 @@ def mosaic_tile(
     re-run with other inputs never overwrites what a published item points at.
     """
     sources = items_for_tile(items, tile)
-    if params.target_date is None and params.method in ("bap", "interpolate"):
+    if params.target_date is None and params.method in TARGETED_METHODS:
         middle = window.start + (window.end - window.start) / 2
         params = dataclasses.replace(params, target_date=middle.isoformat())
-    iid = item_id(tile.tile_id, window, params.method)
-    digest = inputs_hash(sources, {**params.as_dict(), "tile": tile.tile_id,
+    label = method_label(params)
+    iid = item_id(tile.tile_id, window, label)
+    digest = inputs_hash(sources, {**params.as_dict(), "method_label": label,
+                                   "tile": tile.tile_id,
                                    "bounds": list(tile.bounds), "window": window.compact})
     if not force:
         existing = published_item(api_url, output_collection, iid)
@@ -205,10 +237,12 @@ def mosaic_tile(
     item = build_item(
         item_id=iid, collection_id=output_collection, tile=tile, window=window,
         assets=written, source_items=sources, source_api_url=source_api_url,
-        source_collection=source_collection, method=params.method,
+        source_collection=source_collection, method=label,
         parameters={**params.as_dict(), **result.attrs.get("parameters", {})}, digest=digest,
         nodata_pct=100.0 * float(np.mean(count == 0)), static_href=static_href,
     )
+    if params.method == "generator":  # the weights are software too
+        item["properties"]["processing:software"]["cloudfree-generator"] = label
     fill = result["fill"].values
     item["properties"]["cloudfree:fill_pct"] = {
         name: round(100.0 * float(np.mean(fill == code)), 3)

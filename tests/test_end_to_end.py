@@ -271,3 +271,32 @@ def test_provenance_bands_read_back_downstream(published, env, scenes, region):
         mdays = src.read(1)
     valid = mdays[mdays > 0]
     assert valid.min() >= min(scene_days) and valid.max() <= max(scene_days)
+
+
+def test_generator_mosaic_end_to_end(published, env, region, scenes):
+    """The generator through the same flow: its items carry the model version in the
+    id and processing:software, and fill marks generated pixels."""
+    from flows.regional_mosaic import regional_mosaic
+
+    epsg, bbox, window = region
+    result = regional_mosaic(datetime=window, bbox=list(bbox), epsg=epsg, tile_size_px=TILE_PX,
+                             method="generator", target_date="2024-06-20")
+    tiles = result["tiles"]
+    assert len(tiles) == len(published["tiles"])
+    assert all("-generator-default-" in t["item_id"] for t in tiles)
+    item = Client.open(env.stac_url).get_collection(env.output_collection).get_item(
+        tiles[0]["item_id"]).to_dict()
+    assert "cloudfree-generator" in item["properties"]["processing:software"]
+    classes = {c["name"]: c["value"] for c in item["assets"]["fill"]["classification:classes"]}
+    fills = np.concatenate([
+        _read(env, t["hrefs"]["fill"]).ravel() for t in tiles])
+    values, counts = np.unique(fills, return_counts=True)
+    assert set(values) <= {classes["observed"], classes["generated"]}, dict(zip(values, counts, strict=True))
+    assert (fills == classes["generated"]).any()
+    red = _read(env, tiles[0]["hrefs"]["red"])
+    assert (red > 0).all(), f"{(red == 0).sum()} unfilled pixels"  # every pixel filled
+
+
+def _read(settings, href):
+    with rasterio.Env(**settings.gdal_env()), rasterio.open(href) as src:
+        return src.read(1)

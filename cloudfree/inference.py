@@ -1,0 +1,504 @@
+"""Generator inference at scale: chunked over the dask cube with a halo, without seams.
+
+The scheme, and why chunked inference equals whole-array inference (up to float error):
+
+* **One global grid.** The image is padded at the bottom and right to a multiple of the
+  generator's ``downsample_factor`` (``df``) with *missing* pixels (NaN: value 0, clear 0),
+  the same padding a whole-array run gets. Tile cores are ``tile_px`` squares (rounded up to
+  a multiple of ``df``) laid from the origin, so every tile starts on the ``df`` grid: the
+  network's pooling cells line up with those of the whole-array run.
+* **Halo.** Each tile runs on its core grown by ``halo_px`` (default the model's
+  ``receptive_radius_px``, rounded up to a multiple of ``df``) on every side, clipped to the
+  padded image. A core pixel therefore sees either the same context as in the whole-array
+  run, or the image edge where the whole-array run sees it too (zero padding at the same
+  place). Nothing farther than the receptive radius can change it.
+* **Crop-to-centre blending.** Each output pixel comes from the one tile whose core owns it
+  (a partition of unity with weights 0/1), so there is nothing to blend and no seam: the
+  result equals the whole-array run up to float rounding in the convolutions. A smooth
+  window would only add error where the halo is already exact.
+* **Dask.** :func:`generator_composite` applies the same argument to dask chunks: chunk
+  starts are put on the ``df`` grid (rechunking if needed), the overlap depth is the halo,
+  each block runs :func:`fill_series` and the halo is trimmed. A block that touches the
+  image edge is not extended (``boundary="none"``), exactly as the whole image is not.
+
+Observed pixels are copied from the input at the end, so they come out bit-identical.
+On CUDA the network runs under ``torch.autocast`` in bf16 (or fp16); on CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from cloudfree import bands as s2bands
+from cloudfree.composite import (
+    FILL_CLASSES,
+    FILL_GENERATED,
+    FILL_NODATA,
+    FILL_OBSERVED,
+    Composite,
+    _target_day,
+    _to_dn,
+    days_since_epoch,
+)
+from cloudfree.errors import InvalidParameterError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+DEFAULT_TILE_PX = 256
+#: Compute a graph with GPU annotations under ``dask.config.set(COMPUTE_CONFIG)``: dask's
+#: low-level fusion (on by default for arrays) turns the graph into a plain dict and drops
+#: the layers' annotations, so the scheduler would never see ``resources={"GPU": 1}``
+#: (measured with dask/distributed 2026.8).
+COMPUTE_CONFIG: dict[str, Any] = {"optimization.fuse.active": False}
+
+
+# --------------------------------------------------------------------------- model handling
+
+
+@functools.lru_cache(maxsize=4)
+def cached_generator(name: str, device: str) -> tuple[Any, Any]:
+    """``(model, card)`` loaded once per process (so once per Dask worker), in eval mode."""
+    from cloudfree.models.registry import load_generator
+
+    model, card = load_generator(name, device=device)
+    model.eval()
+    return model, card
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_device(model: Any) -> str:
+    for param in model.parameters():
+        return str(param.device)
+    return "cpu"
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
+
+
+def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager:
+    import torch
+
+    cuda = device.startswith("cuda")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise InvalidParameterError("precision", precision, "use auto, fp32, bf16 or fp16")
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        return contextlib.nullcontext()
+    if not cuda:
+        raise InvalidParameterError("precision", precision,
+                                    "half precision runs on CUDA only; use fp32 or auto on CPU")
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], card: Any,
+             model: Any) -> dict[str, Any]:
+    """Batch-of-1 model inputs; the registry's normalisation when a card is given."""
+    import torch
+
+    if card is not None:
+        from cloudfree.models.registry import prepare_inputs
+
+        return prepare_inputs(values, days, list(band_names), card)
+    # No card (a bare model): reflectance as is, the bands matched by name.
+    model_bands = list(getattr(model, "bands", band_names))
+    n_dates, _, height, width = values.shape
+    full = np.zeros((n_dates, len(model_bands), height, width), np.float32)
+    present = np.zeros(len(model_bands), np.float32)
+    for i, name in enumerate(band_names):
+        if name in model_bands:
+            full[:, model_bands.index(name)] = values[:, i]
+            present[model_bands.index(name)] = 1
+    clear = np.isfinite(full[:, present > 0]).all(axis=1) if present.any() else \
+        np.zeros((n_dates, height, width), bool)
+    full = np.where(clear[:, None] & (present[:, None, None] > 0), full, 0).astype(np.float32)
+    doy = np.mod(np.asarray(days, np.float64), 365.25).astype(np.float32)
+    return {"values": torch.from_numpy(full)[None], "clear": torch.from_numpy(clear)[None].float(),
+            "doy": torch.from_numpy(doy)[None], "band_present": torch.from_numpy(present)[None]}
+
+
+def _restore(out: Any, band_names: Sequence[str], card: Any, model: Any) -> np.ndarray:
+    if card is not None:
+        from cloudfree.models.registry import restore_outputs
+
+        return np.asarray(restore_outputs(out, list(band_names), card), np.float32)
+    model_bands = list(getattr(model, "bands", band_names))
+    full = out[0].numpy()
+    restored = np.full((full.shape[0], len(band_names), *full.shape[2:]), np.nan, np.float32)
+    for i, name in enumerate(band_names):
+        if name in model_bands:
+            restored[:, i] = full[:, model_bands.index(name)]
+    return restored
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def tile_windows(height: int, width: int, *, tile_px: int, halo_px: int
+                 ) -> list[tuple[slice, slice, slice, slice]]:
+    """Cores and halo windows covering a (height, width) image: ``(core_y, core_x, win_y,
+    win_x)``. Cores partition the image; each window is its core grown by ``halo_px`` and
+    clipped to the image."""
+    windows = []
+    for y0 in range(0, height, tile_px):
+        y1 = min(y0 + tile_px, height)
+        for x0 in range(0, width, tile_px):
+            x1 = min(x0 + tile_px, width)
+            windows.append((slice(y0, y1), slice(x0, x1),
+                            slice(max(0, y0 - halo_px), min(height, y1 + halo_px)),
+                            slice(max(0, x0 - halo_px), min(width, x1 + halo_px))))
+    return windows
+
+
+def _geometry(model: Any, tile_px: int, halo_px: int | None) -> tuple[int, int, int]:
+    factor = int(getattr(model, "downsample_factor", 1))
+    halo = int(model.receptive_radius_px if halo_px is None else halo_px)
+    if tile_px < 1 or halo < 0:
+        raise InvalidParameterError("tile_px/halo_px", (tile_px, halo_px),
+                                    "give tile_px >= 1 and halo_px >= 0")
+    return factor, max(factor, _round_up(tile_px, factor)), _round_up(halo, factor)
+
+
+# --------------------------------------------------------------------------- numpy core
+
+
+def fill_series(
+    values: np.ndarray,
+    days: np.ndarray,
+    band_names: Sequence[str],
+    *,
+    model: Any = None,
+    card: Any = None,
+    model_name: str = "default",
+    tile_px: int = DEFAULT_TILE_PX,
+    halo_px: int | None = None,
+    batch_size: int = 4,
+    device: str | None = None,
+    precision: Precision = "auto",
+) -> np.ndarray:
+    """Fill every missing value of a (T, C, H, W) reflectance series with the generator.
+
+    Args:
+        values: reflectance, NaN where unusable.
+        days: (T,) days since 1970-01-01.
+        band_names: the C band names (matched to the model's trained bands).
+        model: a generator (``forward(values, clear, doy, band_present)``, attributes
+            ``downsample_factor`` and ``receptive_radius_px``); default the registry's
+            ``model_name``, loaded once per process.
+        card: the model's card (normalisation); ``None`` with a bare model means the
+            reflectance goes in as is.
+        tile_px: tile core size (rounded up to a multiple of ``downsample_factor``).
+        halo_px: context around each core; default ``model.receptive_radius_px``.
+        batch_size: tiles per forward pass.
+        device: torch device; default CUDA when available, else CPU (with ``model``
+            given: the model's own device; a ``device`` given with ``model`` must be
+            where the model lives, it is not moved).
+        precision: ``auto`` is bf16 (fp16 without bf16) under autocast on CUDA, fp32 on
+            CPU.
+
+    Returns:
+        (T, C, H, W) float32: the input wherever it is finite (bit-identical), the
+        generator's output wherever it is NaN.
+    """
+    import torch
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 4:
+        raise InvalidParameterError("values", values.shape, "give a (time, band, y, x) array")
+    days = np.asarray(days, dtype=np.float64)
+    if days.shape != values.shape[:1]:
+        raise InvalidParameterError("days", days.shape, f"give {values.shape[0]} days")
+    if len(band_names) != values.shape[1]:
+        raise InvalidParameterError("band_names", band_names,
+                                    f"give {values.shape[1]} names, one per band")
+    if batch_size < 1:
+        raise InvalidParameterError("batch_size", batch_size, "give an integer >= 1")
+    if model is None:
+        model, card = cached_generator(model_name, device or default_device())
+    device = device or _model_device(model)
+    factor, tile, halo = _geometry(model, tile_px, halo_px)
+    missing = ~np.isfinite(values)
+    if not missing.any():
+        return values.copy()
+
+    n_dates, n_bands, height, width = values.shape
+    padded_h, padded_w = _round_up(height, factor), _round_up(width, factor)
+    padded = np.full((n_dates, n_bands, padded_h, padded_w), np.nan, np.float32)
+    padded[:, :, :height, :width] = values
+    inputs = _prepare(padded, days, band_names, card, model)
+    generated = torch.zeros_like(inputs["values"][0])  # (T, C_model, H', W')
+    # only tiles whose core holds a missing value need the network
+    needs = np.zeros((padded_h, padded_w), bool)
+    needs[:height, :width] = missing.any(axis=(0, 1))
+    by_shape: dict[tuple[int, int], list[tuple[slice, slice, slice, slice]]] = {}
+    for window in tile_windows(padded_h, padded_w, tile_px=tile, halo_px=halo):
+        if needs[window[0], window[1]].any():
+            shape = (window[2].stop - window[2].start, window[3].stop - window[3].start)
+            by_shape.setdefault(shape, []).append(window)
+
+    with torch.inference_mode(), _autocast(device, precision):
+        for windows in by_shape.values():
+            for start in range(0, len(windows), batch_size):
+                batch = windows[start:start + batch_size]
+                n = len(batch)
+                out = model(
+                    torch.cat([inputs["values"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
+                    torch.cat([inputs["clear"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
+                    inputs["doy"].expand(n, -1).to(device),
+                    inputs["band_present"].expand(n, -1).to(device),
+                ).float().cpu()
+                for i, (cy, cx, wy, wx) in enumerate(batch):
+                    local_y = slice(cy.start - wy.start, cy.stop - wy.start)
+                    local_x = slice(cx.start - wx.start, cx.stop - wx.start)
+                    generated[:, :, cy, cx] = out[i, :, :, local_y, local_x]
+    restored = _restore(generated[None], band_names, card, model)[:, :, :height, :width]
+    return np.where(missing, restored, values).astype(np.float32, copy=False)
+
+
+def nearest_frame(days: np.ndarray, target_day: float) -> int:
+    """The index of the date nearest ``target_day`` (ties: the earlier date)."""
+    days = np.asarray(days, dtype=np.float64)
+    distance = np.abs(days - target_day)
+    candidates = np.flatnonzero(distance == distance.min())
+    return int(candidates[np.argmin(days[candidates])])
+
+
+def generator_composite_array(
+    values: np.ndarray,
+    days: np.ndarray,
+    band_names: Sequence[str],
+    *,
+    target_day: float | None = None,
+    model: Any = None,
+    card: Any = None,
+    **kw: Any,
+) -> Composite:
+    """The generator's mosaic at ``target_day``, with provenance.
+
+    The series is filled with :func:`fill_series` and the frame nearest ``target_day``
+    (ties: the earlier) is the mosaic; no frame is invented at a day with no acquisition,
+    so every pixel names a real date. An observation is usable where all its bands are
+    finite. ``fill`` is ``observed`` where that frame was usable, ``generated`` where the
+    generator filled it, and ``nodata`` (reflectance NaN) where no frame of the series
+    observed the pixel: with no observation in time the network would only inpaint from
+    space, which this provenance does not call a reconstruction. ``source_day`` is the
+    frame's day (NaN where nodata); ``clear_count`` counts usable observations.
+
+    ``**kw`` goes to :func:`fill_series` (``tile_px``, ``halo_px``, ``batch_size``,
+    ``device``, ``precision``, ``model_name``).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    days = np.asarray(days, dtype=np.float64)
+    if values.ndim != 4 or days.shape != values.shape[:1] or not np.isfinite(days).all():
+        raise InvalidParameterError("values/days", (values.shape, days.shape),
+                                    "give (T, C, H, W) values and T finite days")
+    usable = np.isfinite(values).all(axis=1)
+    values = np.where(usable[:, None], values, np.nan).astype(np.float32)
+    frame = nearest_frame(days, _target_day(days, target_day))
+    count = usable.sum(axis=0)
+    if usable[frame].all():
+        filled = values[frame]
+    else:
+        filled = fill_series(values, days, band_names, model=model, card=card, **kw)[frame]
+    any_clear = count > 0
+    fill = np.select([usable[frame], any_clear], [FILL_OBSERVED, FILL_GENERATED], FILL_NODATA)
+    return Composite(
+        reflectance=np.where(any_clear, filled, np.nan).astype(np.float32),
+        clear_count=np.minimum(count, np.iinfo(np.uint16).max).astype(np.uint16),
+        source_day=np.where(any_clear, days[frame], np.nan).astype(np.float32),
+        fill=fill.astype(np.uint8),
+    )
+
+
+# --------------------------------------------------------------------------- xarray/dask
+
+
+def _generator_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarray,
+                     band_names: list[str], target_day: float, nodata: int,
+                     fill_kw: dict[str, Any]) -> np.ndarray:
+    """One block (with its halo): DN (T, C, h, w) and clear (T, h, w) -> (C + 3, h, w)."""
+    usable = np.asarray(clear, bool) & (reflectance != nodata).all(axis=1)
+    values = reflectance.astype(np.float32) * np.float32(s2bands.SCALE) + np.float32(s2bands.OFFSET)
+    np.copyto(values, np.float32(np.nan), where=~usable[:, None])
+    result = generator_composite_array(values, days, band_names, target_day=target_day, **fill_kw)
+    frame = nearest_frame(days, target_day)
+    n_bands = reflectance.shape[1]
+    dn = (result.reflectance.astype(np.float64) - s2bands.OFFSET) / s2bands.SCALE
+    out = np.empty((n_bands + 3, *reflectance.shape[2:]), np.float32)
+    # observed pixels keep their digital number exactly
+    out[:n_bands] = np.where(usable[frame], reflectance[frame], dn)
+    out[n_bands] = result.clear_count
+    out[n_bands + 1] = np.floor(result.source_day + 1e-6)
+    out[n_bands + 2] = result.fill
+    return out
+
+
+def _aligned_chunks(chunks: tuple[int, ...], *, factor: int, halo: int) -> tuple[int, ...]:
+    """Regular chunks on the ``factor`` grid, each at least ``halo`` (the overlap depth)."""
+    total = sum(chunks)
+    size = max(_round_up(chunks[0], factor), _round_up(max(halo, 1), factor))
+    if size >= total:
+        return (total,)
+    out = [size] * (total // size)
+    rest = total - sum(out)
+    if rest:
+        if rest < halo:
+            out[-1] += rest
+        else:
+            out.append(rest)
+    return tuple(out)
+
+
+def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
+                       ) -> dict[str, int] | None:
+    if resources != "auto":
+        return dict(resources) if resources else None
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return None
+    from cloudfree.cluster import gpu_resources
+
+    return gpu_resources(client)
+
+
+def generator_composite(
+    reflectance: xr.DataArray,
+    clear: xr.DataArray,
+    *,
+    target_date: str | np.datetime64 | None = None,
+    nodata: int = 0,
+    model_name: str = "default",
+    model: Any = None,
+    card: Any = None,
+    tile_px: int = DEFAULT_TILE_PX,
+    halo_px: int | None = None,
+    batch_size: int = 4,
+    device: str | None = None,
+    precision: Precision = "auto",
+    resources: Mapping[str, int] | None | Literal["auto"] = "auto",
+) -> xr.Dataset:
+    """The generator's mosaic of a (time, band, y, x) uint16 cube, lazily when dask-backed.
+
+    Same outputs as :func:`cloudfree.composite.composite`: ``reflectance`` (band, y, x)
+    uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
+    uint16 days since 1970 (0 = none) and ``fill`` uint8 (``generated`` where the network
+    filled the pixel); ``attrs`` ``method="generator"``, ``parameters`` (model name and
+    version, target date, tiling) and ``nodata``. DN are converted with
+    :data:`cloudfree.bands.SCALE`/``OFFSET`` and back; observed pixels keep their DN.
+
+    Dask in, dask out: each spatial chunk (time and band whole) runs with an overlap of
+    the halo, chunk starts on the model's ``downsample_factor`` grid, so the result equals
+    whole-array inference. Without ``model``, workers load ``model_name`` once per process
+    (:func:`cached_generator`). ``resources``: ``"auto"`` annotates the tasks with
+    :func:`cloudfree.cluster.gpu_resources` of the current distributed client (``{"GPU":
+    1}`` when the cluster has GPU workers), a mapping annotates with it, ``None`` not at
+    all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the annotations reach
+    the scheduler (see :data:`COMPUTE_CONFIG`).
+    """
+    for name, arr, dims in (("reflectance", reflectance, ("time", "band", "y", "x")),
+                            ("clear", clear, ("time", "y", "x"))):
+        if set(arr.dims) != set(dims):
+            raise InvalidParameterError(name, arr.dims, f"needs dimensions {dims}")
+    reflectance = reflectance.transpose("time", "band", "y", "x")
+    clear = clear.transpose("time", "y", "x")
+    days = days_since_epoch(reflectance["time"].values)
+    if target_date is None:
+        target_day = _target_day(days, None)
+    else:
+        try:
+            target_day = float(days_since_epoch(np.datetime64(target_date)))
+        except ValueError as exc:
+            raise InvalidParameterError("target_date", target_date,
+                                        "give an ISO date such as 2024-06-15") from exc
+    # the geometry (and version) from the model; loaded here once, cached for this process
+    meta_model, meta_card = (model, card) if model is not None else \
+        cached_generator(model_name, device or default_device())
+    factor, tile, halo = _geometry(meta_model, tile_px, halo_px)
+    band_names = [str(b) for b in reflectance["band"].values.tolist()]
+    n_bands = len(band_names)
+    fill_kw: dict[str, Any] = {"tile_px": tile, "halo_px": halo, "batch_size": batch_size,
+                               "device": device, "precision": precision}
+    if model is not None:
+        fill_kw.update(model=model, card=card)
+    else:
+        fill_kw.update(model_name=model_name)
+    block = partial(_generator_block, days=days, band_names=band_names,
+                    target_day=target_day, nodata=nodata, fill_kw=fill_kw)
+    lazy = reflectance.chunks is not None or clear.chunks is not None
+    if lazy:
+        import dask
+        import dask.array as da
+
+        refl_data, clear_data = da.asarray(reflectance.data), da.asarray(clear.data)
+        spatial = (refl_data if reflectance.chunks is not None else clear_data).chunks[-2:]
+        spatial = tuple(_aligned_chunks(c, factor=factor, halo=halo) for c in spatial)
+        refl_data = refl_data.rechunk((-1, -1, *spatial))
+        clear_data = clear_data.astype(bool).rechunk((-1, *spatial))
+        # a single chunk along an axis has no neighbour to borrow from
+        depth_y, depth_x = (halo if len(c) > 1 else 0 for c in spatial)
+        annotations = _resolve_resources(resources)
+        with dask.annotate(resources=annotations) if annotations else contextlib.nullcontext():
+            refl_halo = da.overlap.overlap(refl_data, depth={0: 0, 1: 0, 2: depth_y, 3: depth_x},
+                                           boundary="none", allow_rechunk=False)
+            clear_halo = da.overlap.overlap(clear_data, depth={0: 0, 1: depth_y, 2: depth_x},
+                                            boundary="none", allow_rechunk=False)
+            stacked = da.blockwise(block, "zyx", refl_halo, "tbyx", clear_halo, "tyx",
+                                   new_axes={"z": n_bands + 3}, concatenate=True,
+                                   dtype=np.float32, name="generator-block")
+            stacked = da.overlap.trim_internal(stacked, {0: 0, 1: depth_y, 2: depth_x},
+                                               boundary="none")
+    else:
+        stacked = block(np.asarray(reflectance.data), np.asarray(clear.data, dtype=bool))
+
+    def coords_on(dims: set[str]) -> dict[str, Any]:
+        return {k: v for k, v in reflectance.coords.items() if set(v.dims) <= dims}
+
+    refl = xr.DataArray(stacked[:n_bands], dims=("band", "y", "x"),
+                        coords=coords_on({"band", "y", "x"}))
+    plane = partial(xr.DataArray, dims=("y", "x"), coords=coords_on({"y", "x"}))
+    count = plane(stacked[n_bands]).astype(np.uint16)
+    source = plane(stacked[n_bands + 1]).fillna(0).astype(np.uint16)
+    fill = plane(stacked[n_bands + 2]).astype(np.uint8)
+    source.attrs.update(units="days since 1970-01-01", nodata=0)
+    fill.attrs.update(flag_values=list(FILL_CLASSES),
+                      flag_meanings=" ".join(name for name, _ in FILL_CLASSES.values()))
+    out = xr.Dataset({"reflectance": _to_dn(refl, nodata), "clear_count": count,
+                      "source_date": source, "fill": fill})
+    stamp = np.datetime64(int(round(target_day * 86400)), "s")
+    parameters = {
+        "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
+        "model_version": str(getattr(meta_card, "version", "unversioned")),
+        "target_date": str(stamp.astype("datetime64[D]")),
+        "tile_px": tile, "halo_px": halo, "precision": precision,
+    }
+    json.dumps(parameters)
+    out.attrs.update(method="generator", parameters=parameters, nodata=nodata)
+    return out
+
+
+__all__ = [
+    "COMPUTE_CONFIG",
+    "cached_generator",
+    "fill_series",
+    "generator_composite",
+    "generator_composite_array",
+    "nearest_frame",
+    "tile_windows",
+]

@@ -1,0 +1,100 @@
+"""The generator as a method of the evaluation harness."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cloudfree import evaluate
+from cloudfree.evaluate import Case, evaluate_cases, resolve_methods
+from cloudfree.models.generator import Generator
+from cloudfree.models.method import choose_sigma, fill_target, select_frames
+from cloudfree.models.registry import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
+
+torch.set_num_threads(2)
+SHIPPED = (WEIGHTS_DIR / "default.pt").exists()
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    model = Generator(bands=MODEL_BANDS, base_channels=4, depth=1, heads=2).eval()
+    card = ModelCard(name="tiny", version="0", bands=MODEL_BANDS,
+                     normalisation=default_normalisation(), training_data="test")
+    return model, card
+
+
+def small_case(n_bands=3, size=24, n_dates=6, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    base = 0.1 + 0.2 * (np.sin(yy / 4.0) * np.cos(xx / 5.0) + 1) / 2
+    bands = np.stack([np.stack([base * (1 + 0.1 * t + 0.05 * c) for c in range(n_bands)])
+                      for t in range(n_dates)]).astype(np.float32)
+    cloud = np.zeros((n_dates, size, size), bool)
+    for t in (1, 2, 4):
+        cy, cx = rng.integers(0, size, 2)
+        cloud[t] = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size / 3) ** 2
+    dates = tuple(str(np.datetime64("2020-05-01") + np.timedelta64(10 * t, "D"))
+                  for t in range(n_dates))
+    names = ("B04", "B03", "B02")[:n_bands]
+    return Case(bands=bands, band_names=names, dates=dates, cloud_mask=cloud,
+                paste_masks=None, name="small")
+
+
+def test_fill_target_keeps_observed_pixels():
+    model, card = tiny_model()
+    case = small_case()
+    series = np.where(case.cloud_mask[:, None], np.nan, case.bands)
+    series[0][:, 5:15, 5:15] = np.nan
+    out = fill_target(model, card, series, case.days, 0, case.band_names)
+    visible = np.isfinite(series[0])
+    assert np.array_equal(out[visible], series[0][visible])
+    assert np.isfinite(out).all() and out.shape == series[0].shape
+
+
+def test_select_frames_nearest_in_time():
+    series = np.ones((6, 1, 4, 4), np.float32)
+    series[2] = np.nan  # no clear pixel: never chosen
+    days = np.arange(6) * 10.0
+    assert select_frames(series, days, 3, 3).tolist() == [1, 3, 4]
+
+
+def test_choose_sigma_prefers_smooth_for_smooth_residual():
+    yy, xx = np.mgrid[:40, :40]
+    residual = (0.01 * yy / 40.0)[None]
+    visible = np.ones((40, 40), bool)
+    disc = (yy - 20) ** 2 + (xx - 20) ** 2 < 64
+    assert choose_sigma(residual, visible, [disc]) >= 8
+
+
+def test_harness_passes_band_names():
+    seen = []
+
+    def method(series, days, target, *, band_names=None):
+        seen.append(band_names)
+        return np.nan_to_num(series[target])
+
+    evaluate_cases([small_case()], {"probe": method}, seed=0, pastes_per_target=1)
+    assert seen and all(names == ("B04", "B03", "B02") for names in seen)
+    assert "generator" in resolve_methods("median,generator")
+    with pytest.raises(evaluate.InvalidParameterError):
+        resolve_methods("median,nonsense")
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
+def test_generator_method_on_small_case():
+    records = evaluate_cases([small_case()], ["interpolate", "generator"], seed=0,
+                             pastes_per_target=1)
+    by_method = {r["method"]: r for r in records}
+    assert by_method["generator"]["psnr"] is not None
+    assert np.isfinite(by_method["generator"]["psnr"])
+
+
+L1C = Path("/work/shared/data/s2_slovenia_2015.npz")
+
+
+@pytest.mark.skipif(not SHIPPED or not L1C.exists(), reason="needs weights and the real case")
+def test_generator_beats_interpolate_on_real_l1c_case():
+    records = evaluate_cases([L1C], ["interpolate", "generator"], seed=0, pastes_per_target=1)
+    by_method = {r["method"]: r for r in records}
+    assert by_method["generator"]["psnr"] >= by_method["interpolate"]["psnr"] + 1.0

@@ -1,0 +1,256 @@
+"""Chunked generator inference: no seams, observed pixels untouched, dask == eager, GPU tasks."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+from torch import nn
+
+from cloudfree import inference
+from cloudfree.composite import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
+from cloudfree.inference import (
+    fill_series,
+    generator_composite,
+    generator_composite_array,
+    tile_windows,
+)
+
+BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+
+
+class StandInGenerator(nn.Module):
+    """A tiny U-Net-shaped stand-in with the Generator's interface: one pooling level
+    (downsample_factor 2), time mixing through the clear-weighted temporal mean, zero
+    padding in every convolution. Receptive radius: 1 + 1 + 2*2 + 1 = 7 <= 8."""
+
+    bands = BANDS
+    downsample_factor = 2
+    receptive_radius_px = 8
+
+    def __init__(self, seed: int = 0, width: int = 8) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        n = len(self.bands)
+        self.down = nn.Conv2d(2 * n + 2, width, 3, padding=1)
+        self.mid = nn.Conv2d(width, width, 3, padding=1)
+        self.up = nn.Conv2d(2 * width, n, 3, padding=1)
+
+    def forward(self, values, clear, doy, band_present):
+        b, t, c, h, w = values.shape
+        weight = clear[:, :, None]
+        mean = (values * weight).sum(1) / weight.sum(1).clamp(min=1)  # (B, C, H, W)
+        x = torch.cat([values, mean[:, None].expand(-1, t, -1, -1, -1), clear[:, :, None],
+                       torch.sin(doy * 2 * torch.pi / 365.25)[:, :, None, None, None]
+                       .expand(-1, -1, 1, h, w)], dim=2).reshape(b * t, 2 * c + 2, h, w)
+        skip = torch.relu(self.down(x))
+        low = torch.relu(self.mid(nn.functional.avg_pool2d(skip, 2)))
+        up = nn.functional.interpolate(low, scale_factor=2, mode="nearest")
+        generated = self.up(torch.cat([skip, up], 1)).reshape(b, t, c, h, w)
+        generated = generated * band_present[:, None, :, None, None]
+        return weight * values + (1 - weight) * generated
+
+
+def _random_generator(seed: int = 0):
+    """A small seeded random Generator and a card. Its head starts at zero (output = the
+    temporal prior); random head weights make the spatial network count too."""
+    from cloudfree.models.generator import Generator
+    from cloudfree.models.registry import MODEL_BANDS, ModelCard, default_normalisation
+
+    torch.manual_seed(seed)
+    model = Generator(bands=MODEL_BANDS, base_channels=8, depth=2, heads=2)
+    nn.init.normal_(model.head.weight, std=0.3)
+    nn.init.normal_(model.head.bias, std=0.1)
+    card = ModelCard(name="random-test", version="0.0.0", bands=MODEL_BANDS,
+                     normalisation=default_normalisation(), training_data="none")
+    return model.eval(), card
+
+
+@pytest.fixture(scope="module")
+def model_and_card():
+    return _random_generator()
+
+
+def _series(n_dates=4, n_bands=6, height=150, width=170, seed=0, cloud=0.35):
+    rng = np.random.default_rng(seed)
+    surface = rng.uniform(0.02, 0.4, (n_bands, height, width)).astype(np.float32)
+    values = np.stack([surface * (1 + 0.05 * t) for t in range(n_dates)]).astype(np.float32)
+    yy, xx = np.mgrid[:height, :width]
+    for t in range(n_dates):  # round clouds of random size
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(5, 20)
+            values[t, :, (yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = np.nan
+        values[t, :, rng.random((height, width)) < cloud / 10] = np.nan
+    days = 19800.0 + 10 * np.arange(n_dates)
+    return values, days
+
+
+def test_tile_windows_partition_and_halo():
+    windows = tile_windows(70, 50, tile_px=16, halo_px=6)
+    owned = np.zeros((70, 50), int)
+    for cy, cx, wy, wx in windows:
+        owned[cy, cx] += 1
+        assert wy.start == max(0, cy.start - 6) and wy.stop == min(70, cy.stop + 6)
+        assert wx.start == max(0, cx.start - 6) and wx.stop == min(50, cx.stop + 6)
+    assert (owned == 1).all()
+
+
+def test_chunked_equals_whole_and_observed_unchanged(model_and_card):
+    model, card = model_and_card
+    values, days = _series()
+    halo = model.receptive_radius_px
+    assert values.shape[-1] > 48 + 2 * halo  # interior tiles, with borders on every side
+    # sizes off the grid: the image is padded, tiles at the bottom/right are clipped
+    whole = fill_series(values, days, BANDS, model=model, card=card, tile_px=4096)
+    chunked = fill_series(values, days, BANDS, model=model, card=card, tile_px=48, batch_size=3)
+    missing = np.isnan(values)
+    assert np.isfinite(whole).all() and np.isfinite(chunked).all()
+    # the single-tile run is the network on the whole (grid-padded) array
+    from cloudfree.models.registry import prepare_inputs, restore_outputs
+
+    factor = model.downsample_factor
+    height, width = values.shape[-2:]
+    padded = np.pad(values, ((0, 0), (0, 0), (0, -height % factor), (0, -width % factor)),
+                    constant_values=np.nan)
+    with torch.inference_mode():
+        direct = model(**prepare_inputs(padded, days, BANDS, card))
+    direct = restore_outputs(direct, BANDS, card)[..., :height, :width]
+    np.testing.assert_array_equal(whole[missing], direct[missing])
+    diff = np.abs(chunked - whole).max()
+    print(f"max abs diff chunked vs whole: {diff:.3g} reflectance")
+    assert diff < 1e-3
+    # observed values are bit-identical; generated ones really were generated
+    np.testing.assert_array_equal(chunked[~missing], values[~missing])
+    assert not np.array_equal(chunked[missing], np.zeros(missing.sum(), np.float32))
+
+
+def test_bare_model_without_card():
+    """Any module with the Generator's interface works; no card: reflectance as is."""
+    model = StandInGenerator().eval()
+    values, days = _series(n_dates=3, height=60, width=70, seed=6)
+    whole = fill_series(values, days, BANDS, model=model, tile_px=4096)
+    chunked = fill_series(values, days, BANDS, model=model, tile_px=16, batch_size=5)
+    assert np.isfinite(chunked).all()
+    assert np.abs(chunked - whole).max() < 1e-3
+    seamy = fill_series(values, days, BANDS, model=model, tile_px=16, halo_px=0)
+    assert np.abs(seamy - whole).max() > 1e-3
+    finite = np.isfinite(values)
+    np.testing.assert_array_equal(chunked[finite], values[finite])
+
+
+def test_halo_too_small_shows_seams(model_and_card):
+    """The property the halo buys is real: without it, tile borders differ."""
+    model, card = model_and_card
+    values, days = _series(seed=1)
+    whole = fill_series(values, days, BANDS, model=model, card=card, tile_px=4096)
+    seamy = fill_series(values, days, BANDS, model=model, card=card, tile_px=32, halo_px=0)
+    assert np.abs(seamy - whole).max() > 1e-3
+
+
+def test_all_nan_pixel_series_and_composite_provenance(model_and_card):
+    model, card = model_and_card
+    values, days = _series(n_dates=3, height=40, width=48, seed=2)
+    values[:, :, 5:9, 7:12] = np.nan  # never observed
+    values[1, :, 20:24, 20:30] = np.nan  # hidden in the target frame only
+    values[:, :, 20:24, 20:30][[0, 2]] = 0.2
+    filled = fill_series(values, days, BANDS, model=model, card=card, tile_px=32)
+    assert np.isfinite(filled).all()
+    result = generator_composite_array(values, days, BANDS, target_day=days[1] + 2,
+                                       model=model, card=card, tile_px=32)
+    assert result.reflectance.shape == (6, 40, 48)
+    assert (result.fill[5:9, 7:12] == FILL_NODATA).all()
+    assert np.isnan(result.reflectance[:, 5:9, 7:12]).all()
+    assert (result.clear_count[5:9, 7:12] == 0).all()
+    assert (result.fill[20:24, 20:30] == FILL_GENERATED).all()
+    observed = np.isfinite(values[1]).all(axis=0)
+    assert (result.fill[observed] == FILL_OBSERVED).all()
+    np.testing.assert_array_equal(result.reflectance[:, observed], values[1][:, observed])
+    np.testing.assert_array_equal(result.source_day[result.fill != FILL_NODATA], days[1])
+    np.testing.assert_array_equal(result.clear_count, np.isfinite(values).all(1).sum(0))
+
+
+def _cube(values, days):
+    dn = np.where(np.isfinite(values), np.round((values + 0.1) / 1e-4), 0).astype(np.uint16)
+    time = pd.to_datetime(days, unit="D")
+    reflectance = xr.DataArray(dn, dims=("time", "band", "y", "x"),
+                               coords={"time": time, "band": list(BANDS),
+                                       "y": np.arange(dn.shape[2]), "x": np.arange(dn.shape[3])})
+    clear = xr.DataArray(np.isfinite(values).all(axis=1), dims=("time", "y", "x"),
+                         coords={"time": time})
+    return reflectance, clear
+
+
+def test_lazy_equals_eager_and_matches_composite_schema(model_and_card):
+    model, card = model_and_card
+    values, days = _series(n_dates=3, height=110, width=124, seed=3)
+    reflectance, clear = _cube(values, days)
+    eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096)
+    lazy_in = reflectance.chunk({"y": 40, "x": 40}), clear.chunk({"y": 40, "x": 40})
+    lazy = generator_composite(*lazy_in, model=model, card=card, tile_px=48, resources=None)
+    assert isinstance(lazy["reflectance"].data, da.Array)
+    chunks = lazy["reflectance"].data.chunks
+    assert len(chunks[1]) > 1 and len(chunks[2]) > 2  # interior chunks, halos on all sides
+    with dask.config.set(scheduler="synchronous"):
+        computed = lazy.compute()
+    reference = composite(reflectance, clear, method="median")
+    for name in reference.data_vars:
+        assert eager[name].dtype == reference[name].dtype == computed[name].dtype, name
+        assert eager[name].dims == reference[name].dims == computed[name].dims, name
+    for name in ("clear_count", "source_date", "fill"):
+        np.testing.assert_array_equal(computed[name].values, eager[name].values)
+    # digital numbers: equal up to one DN of float rounding (1e-4 reflectance)
+    refl_diff = np.abs(computed["reflectance"].values.astype(int) - eager["reflectance"].values)
+    assert refl_diff.max() <= 1
+    assert computed.attrs["method"] == "generator" and "model_version" in computed.attrs["parameters"]
+    # observed pixels of the target frame keep their DN
+    frame = inference.nearest_frame(days, (days.min() + days.max()) / 2)
+    observed = clear.values[frame]
+    np.testing.assert_array_equal(computed["reflectance"].values[:, observed],
+                                  reflectance.values[frame][:, observed])
+    assert (computed["fill"].values[~observed & (clear.values.sum(0) > 0)] == FILL_GENERATED).all()
+    assert computed["source_date"].attrs["units"] == "days since 1970-01-01"
+
+
+def test_gpu_annotation_in_graph(model_and_card):
+    model, card = model_and_card
+    values, days = _series(n_dates=2, height=32, width=32, seed=4)
+    reflectance, clear = _cube(values, days)
+    out = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}), model=model,
+                              card=card, tile_px=16, resources={"GPU": 1})
+    layers = out["reflectance"].data.__dask_graph__().layers
+    annotated = [name for name, layer in layers.items()
+                 if (layer.annotations or {}).get("resources") == {"GPU": 1}]
+    assert any(name.startswith("generator-block") for name in annotated)
+    plain = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}),
+                                model=model, card=card, tile_px=16, resources=None)
+    assert not any((layer.annotations or {}).get("resources")
+                   for layer in plain["reflectance"].data.__dask_graph__().layers.values())
+
+
+def test_gpu_tasks_land_on_the_gpu_worker(model_and_card):
+    distributed = pytest.importorskip("distributed")
+    from distributed import Client, Scheduler, SpecCluster, Worker
+
+    model, card = model_and_card
+    values, days = _series(n_dates=2, height=48, width=48, seed=5)
+    reflectance, clear = _cube(values, days)
+    workers = {"cpu": {"cls": Worker, "options": {"nthreads": 1}},
+               "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, \
+            Client(cluster) as client:
+        out = generator_composite(reflectance.chunk({"y": 16, "x": 16}),
+                                  clear.chunk({"y": 16, "x": 16}), model=model, card=card,
+                                  tile_px=16)  # resources="auto": gpu_resources(client)
+        with distributed.get_task_stream(client) as stream, \
+                dask.config.set(inference.COMPUTE_CONFIG):
+            result = out.compute()
+        gpu_address = next(addr for addr, info in client.scheduler_info()["workers"].items()
+                           if info.get("resources", {}).get("GPU"))
+        blocks = [task for task in stream.data if "generator-block" in str(task["key"])]
+    assert blocks and all(task["worker"] == gpu_address for task in blocks)
+    assert result["fill"].shape == (48, 48)
