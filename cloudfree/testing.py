@@ -127,3 +127,16 @@ def settings_env(settings: Any) -> dict[str, str]:
         if value:
             env[f"CLOUDFREE_{name.upper()}"] = value
     return env
+
+
+def shared_data_dir() -> Path | None:
+    """The real Sentinel-2 evaluation cases (``../shared/data`` beside the checkout, or
+    ``$CLOUDFREE_SHARED_DATA``), or None when they are not on this machine."""
+    import os
+
+    candidates = [os.environ.get("CLOUDFREE_SHARED_DATA"),
+                  Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None

@@ -1,13 +1,14 @@
 """The CLI in-process: parsing, exit codes and the evaluate subcommand."""
 
 import json
-import os
 
 import pytest
 
 from cloudfree import cli
+from cloudfree.testing import shared_data_dir
 
-CASE = "../shared/data/s2_slovenia_2015.npz"
+DATA = shared_data_dir()
+CASE = str(DATA / "s2_slovenia_2015.npz") if DATA else ""
 
 
 def test_mosaic_without_an_area_is_a_clear_error(capsys):
@@ -23,7 +24,7 @@ def test_unknown_method_is_refused_by_the_parser(capsys):
     assert "invalid choice: 'mean'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.exists(CASE), reason="needs ../shared/data")
+@pytest.mark.skipif(not DATA, reason="needs the evaluation cases in ../shared/data")
 def test_evaluate_subcommand_writes_the_records(tmp_path, capsys):
     out = tmp_path / "out.json"
     code = cli.main(["evaluate", CASE, "--methods", "median,interpolate", "--seed", "0",

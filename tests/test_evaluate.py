@@ -19,8 +19,9 @@ from cloudfree.evaluate import (
     paste_pool,
     target_frames,
 )
+from cloudfree.testing import shared_data_dir
 
-DATA = Path("/work/shared/data")
+DATA = shared_data_dir() or Path("/nonexistent/shared/data")
 L1C = DATA / "s2_slovenia_2015.npz"
 NDVI = DATA / "ndvi_slovenia_68.npz"
 needs_data = pytest.mark.skipif(not L1C.exists() or not NDVI.exists(),

@@ -11,6 +11,7 @@ from cloudfree.evaluate import Case, evaluate_cases, resolve_methods
 from cloudfree.models.generator import Generator
 from cloudfree.models.method import choose_sigma, fill_target, select_frames
 from cloudfree.models.registry import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
+from cloudfree.testing import shared_data_dir
 
 torch.set_num_threads(2)
 SHIPPED = (WEIGHTS_DIR / "default.pt").exists()
@@ -90,7 +91,7 @@ def test_generator_method_on_small_case():
     assert np.isfinite(by_method["generator"]["psnr"])
 
 
-L1C = Path("/work/shared/data/s2_slovenia_2015.npz")
+L1C = (shared_data_dir() or Path("/nonexistent")) / "s2_slovenia_2015.npz"
 
 
 @pytest.mark.skipif(not SHIPPED or not L1C.exists(), reason="needs weights and the real case")

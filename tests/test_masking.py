@@ -110,10 +110,11 @@ def test_shadow_offset_points_away_from_the_sun():
     assert np.hypot(rows, cols) == pytest.approx(100)
 
 
-L1C_CASE = "../shared/data/s2_slovenia_2015.npz"
+_DATA = __import__("cloudfree.testing", fromlist=["x"]).shared_data_dir()
+L1C_CASE = str(_DATA / "s2_slovenia_2015.npz") if _DATA else ""
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(L1C_CASE), reason="needs ../shared/data")
+@pytest.mark.skipif(not _DATA, reason="needs the evaluation cases in ../shared/data")
 def test_s2cloudless_on_real_l1c_agrees_with_the_reference_mask():
     from cloudfree.masking import s2cloudless_clear_mask
 
