@@ -459,9 +459,13 @@ def generator_composite(
                                            boundary="none", allow_rechunk=False)
             clear_halo = da.overlap.overlap(clear_data, depth={0: 0, 1: depth_y, 2: depth_x},
                                             boundary="none", allow_rechunk=False)
+            # The name must depend on the inputs: tiles computed at the same time on one
+            # scheduler would otherwise share keys, and get each other's results.
+            token = dask.base.tokenize(refl_halo.name, clear_halo.name, days, target_day,
+                                       nodata, fill_kw.get("model_name"), tile, halo)
             stacked = da.blockwise(block, "zyx", refl_halo, "tbyx", clear_halo, "tyx",
                                    new_axes={"z": n_bands + 3}, concatenate=True,
-                                   dtype=np.float32, name="generator-block")
+                                   dtype=np.float32, name=f"generator-block-{token}")
             stacked = da.overlap.trim_internal(stacked, {0: 0, 1: depth_y, 2: depth_x},
                                                boundary="none")
     else:

@@ -292,9 +292,11 @@ def test_generator_mosaic_end_to_end(published, env, region, scenes):
         _read(env, t["hrefs"]["fill"]).ravel() for t in tiles])
     values, counts = np.unique(fills, return_counts=True)
     assert set(values) <= {classes["observed"], classes["generated"]}, dict(zip(values, counts, strict=True))
-    assert (fills == classes["generated"]).any()
+    assert (fills == classes["generated"]).any() and (fills == classes["observed"]).any()
     red = _read(env, tiles[0]["hrefs"]["red"])
     assert (red > 0).all(), f"{(red == 0).sum()} unfilled pixels"  # every pixel filled
+    # tiles computed at the same time keep their own pixels (no shared task keys)
+    assert not np.array_equal(red, _read(env, tiles[1]["hrefs"]["red"]))
 
 
 def _read(settings, href):

@@ -254,3 +254,35 @@ def test_gpu_tasks_land_on_the_gpu_worker(model_and_card):
         blocks = [task for task in stream.data if "generator-block" in str(task["key"])]
     assert blocks and all(task["worker"] == gpu_address for task in blocks)
     assert result["fill"].shape == (48, 48)
+
+
+def test_graph_keys_depend_on_the_input():
+    """Two tiles computed on one scheduler must not share task keys (they would get
+    each other's results)."""
+    import dask.array as da
+    import pandas as pd
+    import xarray as xr
+
+    from cloudfree.inference import generator_composite
+    from cloudfree.models.generator import Generator
+
+    torch.manual_seed(0)
+    model = Generator(bands=("B02", "B03", "B04"), base_channels=4, depth=1, heads=1).eval()
+    rng = np.random.default_rng(0)
+
+    def cube(seed):
+        data = np.random.default_rng(seed).integers(1000, 3000, (3, 3, 16, 16), np.uint16)
+        return xr.DataArray(da.from_array(data, chunks=(3, 3, 8, 8)),
+                            dims=("time", "band", "y", "x"),
+                            coords={"time": pd.date_range("2024-05-01", periods=3, freq="10D"),
+                                    "band": ["B02", "B03", "B04"]})
+
+    clear = xr.DataArray(da.from_array(rng.random((3, 16, 16)) > 0.3, chunks=(3, 8, 8)),
+                         dims=("time", "y", "x"))
+    a = generator_composite(cube(1), clear, model=model, resources=None, halo_px=4)
+    b = generator_composite(cube(2), clear, model=model, resources=None, halo_px=4)
+    keys_a = set(a["reflectance"].data.__dask_graph__().layers)
+    keys_b = set(b["reflectance"].data.__dask_graph__().layers)
+    blocks_a = {k for k in keys_a if k.startswith("generator-block")}
+    blocks_b = {k for k in keys_b if k.startswith("generator-block")}
+    assert blocks_a and blocks_b and not blocks_a & blocks_b
