@@ -392,6 +392,27 @@ def _resolve_haze_band(params: dict[str, Any], bands: list[Any]) -> None:
         params["haze_band"] = bands.index(band)
 
 
+def stacked_to_dataset(stacked: Any, reflectance: xr.DataArray, *, n_bands: int,
+                       nodata: int) -> xr.Dataset:
+    """The output dataset from a (bands + 3, y, x) float stack of reflectance DN, clear
+    count, source day and fill, on ``reflectance``'s grid (shared with the generator)."""
+
+    def coords_on(dims: set[str]) -> dict[str, Any]:
+        return {k: v for k, v in reflectance.coords.items() if set(v.dims) <= dims}
+
+    refl = xr.DataArray(stacked[:n_bands], dims=("band", "y", "x"),
+                        coords=coords_on({"band", "y", "x"}))
+    plane = partial(xr.DataArray, dims=("y", "x"), coords=coords_on({"y", "x"}))
+    count = plane(stacked[n_bands]).astype(np.uint16)
+    source = plane(stacked[n_bands + 1]).fillna(0).astype(np.uint16)
+    fill = plane(stacked[n_bands + 2]).astype(np.uint8)
+    source.attrs.update(units="days since 1970-01-01", nodata=0)
+    fill.attrs.update(flag_values=list(FILL_CLASSES),
+                      flag_meanings=" ".join(name for name, _ in FILL_CLASSES.values()))
+    return xr.Dataset({"reflectance": _to_dn(refl, nodata), "clear_count": count,
+                       "source_date": source, "fill": fill})
+
+
 def composite(
     reflectance: xr.DataArray,
     clear: xr.DataArray,
@@ -471,20 +492,7 @@ def composite(
     else:
         stacked = block(np.asarray(reflectance.data), np.asarray(clear.data, dtype=bool))
 
-    def coords_on(dims: set[str]) -> dict[str, Any]:
-        return {k: v for k, v in reflectance.coords.items() if set(v.dims) <= dims}
-
-    refl = xr.DataArray(stacked[:n_bands], dims=("band", "y", "x"),
-                        coords=coords_on({"band", "y", "x"}))
-    plane = partial(xr.DataArray, dims=("y", "x"), coords=coords_on({"y", "x"}))
-    count = plane(stacked[n_bands]).astype(np.uint16)
-    source = plane(stacked[n_bands + 1]).fillna(0).astype(np.uint16)
-    fill = plane(stacked[n_bands + 2]).astype(np.uint8)
-    source.attrs.update(units="days since 1970-01-01", nodata=0)
-    fill.attrs.update(flag_values=list(FILL_CLASSES),
-                      flag_meanings=" ".join(name for name, _ in FILL_CLASSES.values()))
-    out = xr.Dataset({"reflectance": _to_dn(refl, nodata), "clear_count": count,
-                      "source_date": source, "fill": fill})
+    out = stacked_to_dataset(stacked, reflectance, n_bands=n_bands, nodata=nodata)
     parameters = dict(checked)
     if method == "bap" and parameters["haze_band"] is not None:
         parameters["haze_band"] = str(bands[parameters["haze_band"]])

@@ -39,14 +39,13 @@ import xarray as xr
 
 from cloudfree import bands as s2bands
 from cloudfree.composite import (
-    FILL_CLASSES,
     FILL_GENERATED,
     FILL_NODATA,
     FILL_OBSERVED,
     Composite,
     _target_day,
-    _to_dn,
     days_since_epoch,
+    stacked_to_dataset,
 )
 from cloudfree.errors import InvalidParameterError
 
@@ -471,20 +470,7 @@ def generator_composite(
     else:
         stacked = block(np.asarray(reflectance.data), np.asarray(clear.data, dtype=bool))
 
-    def coords_on(dims: set[str]) -> dict[str, Any]:
-        return {k: v for k, v in reflectance.coords.items() if set(v.dims) <= dims}
-
-    refl = xr.DataArray(stacked[:n_bands], dims=("band", "y", "x"),
-                        coords=coords_on({"band", "y", "x"}))
-    plane = partial(xr.DataArray, dims=("y", "x"), coords=coords_on({"y", "x"}))
-    count = plane(stacked[n_bands]).astype(np.uint16)
-    source = plane(stacked[n_bands + 1]).fillna(0).astype(np.uint16)
-    fill = plane(stacked[n_bands + 2]).astype(np.uint8)
-    source.attrs.update(units="days since 1970-01-01", nodata=0)
-    fill.attrs.update(flag_values=list(FILL_CLASSES),
-                      flag_meanings=" ".join(name for name, _ in FILL_CLASSES.values()))
-    out = xr.Dataset({"reflectance": _to_dn(refl, nodata), "clear_count": count,
-                      "source_date": source, "fill": fill})
+    out = stacked_to_dataset(stacked, reflectance, n_bands=n_bands, nodata=nodata)
     stamp = np.datetime64(int(round(target_day * 86400)), "s")
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
