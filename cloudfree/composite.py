@@ -392,6 +392,28 @@ def _resolve_haze_band(params: dict[str, Any], bands: list[Any]) -> None:
         params["haze_band"] = bands.index(band)
 
 
+def prepare_cube(reflectance: xr.DataArray, clear: xr.DataArray,
+                 target_date: str | np.datetime64 | None
+                 ) -> tuple[xr.DataArray, xr.DataArray, np.ndarray, float]:
+    """Check and order the inputs of a cube composite: (reflectance (time, band, y, x),
+    clear (time, y, x), days since 1970 of the dates, the target day)."""
+    for name, arr, dims in (("reflectance", reflectance, ("time", "band", "y", "x")),
+                            ("clear", clear, ("time", "y", "x"))):
+        if set(arr.dims) != set(dims):
+            raise InvalidParameterError(name, arr.dims, f"needs dimensions {dims}")
+    reflectance = reflectance.transpose("time", "band", "y", "x")
+    clear = clear.transpose("time", "y", "x")
+    days = days_since_epoch(reflectance["time"].values)
+    if target_date is None:
+        return reflectance, clear, days, _target_day(days, None)
+    try:
+        target_day = float(days_since_epoch(np.datetime64(target_date)))
+    except ValueError as exc:
+        raise InvalidParameterError("target_date", target_date,
+                                    "give an ISO date such as 2024-06-15") from exc
+    return reflectance, clear, days, target_day
+
+
 def stacked_to_dataset(stacked: Any, reflectance: xr.DataArray, *, n_bands: int,
                        nodata: int) -> xr.Dataset:
     """The output dataset from a (bands + 3, y, x) float stack of reflectance DN, clear
@@ -446,21 +468,7 @@ def composite(
     """
     if method not in METHODS:
         raise InvalidParameterError("method", method, f"choose one of {', '.join(METHODS)}")
-    for name, arr, dims in (("reflectance", reflectance, ("time", "band", "y", "x")),
-                            ("clear", clear, ("time", "y", "x"))):
-        if set(arr.dims) != set(dims):
-            raise InvalidParameterError(name, arr.dims, f"needs dimensions {dims}")
-    reflectance = reflectance.transpose("time", "band", "y", "x")
-    clear = clear.transpose("time", "y", "x")
-    days = days_since_epoch(reflectance["time"].values)
-    if target_date is None:
-        target_day = _target_day(days, None)
-    else:
-        try:
-            target_day = float(days_since_epoch(np.datetime64(target_date)))
-        except ValueError as exc:
-            raise InvalidParameterError("target_date", target_date,
-                                        "give an ISO date such as 2024-06-15") from exc
+    reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
     bands = list(reflectance["band"].values.tolist())
     params = dict(params)
     if method == "bap":

@@ -44,7 +44,7 @@ from cloudfree.composite import (
     FILL_OBSERVED,
     Composite,
     _target_day,
-    days_since_epoch,
+    prepare_cube,
     stacked_to_dataset,
 )
 from cloudfree.errors import InvalidParameterError
@@ -411,21 +411,7 @@ def generator_composite(
     all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the annotations reach
     the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    for name, arr, dims in (("reflectance", reflectance, ("time", "band", "y", "x")),
-                            ("clear", clear, ("time", "y", "x"))):
-        if set(arr.dims) != set(dims):
-            raise InvalidParameterError(name, arr.dims, f"needs dimensions {dims}")
-    reflectance = reflectance.transpose("time", "band", "y", "x")
-    clear = clear.transpose("time", "y", "x")
-    days = days_since_epoch(reflectance["time"].values)
-    if target_date is None:
-        target_day = _target_day(days, None)
-    else:
-        try:
-            target_day = float(days_since_epoch(np.datetime64(target_date)))
-        except ValueError as exc:
-            raise InvalidParameterError("target_date", target_date,
-                                        "give an ISO date such as 2024-06-15") from exc
+    reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
     # the geometry (and version) from the model; loaded here once, cached for this process
     meta_model, meta_card = (model, card) if model is not None else \
         cached_generator(model_name, device or default_device())
