@@ -55,6 +55,7 @@ import numpy as np
 
 from cloudfree import metrics
 from cloudfree.composite import METHODS, composite_array, days_since_epoch
+from cloudfree.correction import fill_with_series_median, interpolate_corrected
 from cloudfree.errors import CloudFreeError, InvalidParameterError
 
 MethodFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -187,33 +188,22 @@ def draw_samples(case: Case, *, seed: int, pastes_per_target: int = DEFAULT_PAST
     return samples
 
 
-def _fallback_fill(reconstruction: np.ndarray, series: np.ndarray) -> np.ndarray:
-    """NaN pixels -> the per-band median of every usable value in the series, else 0."""
-    gaps = np.isnan(reconstruction)
-    if not gaps.any():
-        return reconstruction
-    usable = np.isfinite(series).all(axis=1)  # (T, H, W)
-    per_band = np.zeros(series.shape[1], np.float32)
-    for band in range(series.shape[1]):
-        values = series[:, band][usable]
-        if values.size:
-            per_band[band] = np.median(values)
-    return np.where(gaps, per_band[:, None, None], reconstruction)
-
-
 def baseline(method: str, **params: Any) -> MethodFn:
     """A :data:`MethodFn` for a ``composite_array`` method aimed at the target's date."""
 
     def reconstruct(series: np.ndarray, days: np.ndarray, target: int) -> np.ndarray:
         result = composite_array(series, days, method=method,  # type: ignore[arg-type]
                                  target_day=float(days[target]), **params)
-        return _fallback_fill(result.reflectance, series)
+        return fill_with_series_median(result.reflectance, series)
 
     reconstruct.__name__ = reconstruct.__qualname__ = method
     return reconstruct
 
 
 BASELINES: dict[str, MethodFn] = {name: baseline(name) for name in METHODS}
+#: Linear interpolation corrected by the target's visible pixels (:mod:`cloudfree.correction`):
+#: the strongest non-learned method here, and the same correction the generator gets.
+BASELINES["interpolate_corrected"] = interpolate_corrected
 
 #: Learned methods, imported only when asked for (they need torch and the shipped weights).
 LEARNED: dict[str, tuple[str, str]] = {

@@ -1,0 +1,206 @@
+"""Residual correction: fit a gap-filler's prediction to the target date's own visible pixels.
+
+A temporal gap-filler (linear interpolation between clear dates, or the generator) predicts a
+frame from the *other* dates. Where the target frame itself is visible, the difference
+``observed - predicted`` is known; it is mostly a smooth per-date bias (haze, illumination,
+phenology that moved on since the neighbouring dates) and it carries into the gaps. The
+correction spreads that residual into the gaps by normalised Gaussian convolution (a
+weighted average of the visible residual, weights a Gaussian of the distance):
+
+    filled = predicted + G_sigma * (visible * residual) / G_sigma * visible
+
+The width ``sigma`` is chosen per call by self-validation on the visible pixels only: the
+series' own cloud masks (else random discs) are pasted onto visible pixels, the residual is
+spread from the rest, and the width that best predicts the pasted pixels wins. No hidden
+pixel takes part, so this is a method like any other (it uses only what it is given).
+
+Everything here is plain numpy/scipy (no torch): :func:`interpolate_corrected` is a
+non-learned method in its own right (evaluation name ``interpolate_corrected``), and the
+generator's evaluation method (:mod:`cloudfree.models.method`) uses the same functions on
+the network's prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+#: Widths of the residual spreading tried by self-validation (pixels).
+SIGMAS_PX: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)
+#: The Gaussian kernel is cut at ``TRUNCATE * sigma`` (scipy's default), which is also the
+#: halo a chunked run needs to be exact.
+TRUNCATE = 4.0
+#: Fewer visible pixels than this in a held-out mask (or in the frame) and it is skipped.
+MIN_PIXELS = 20
+
+
+def kernel_radius(sigma: float) -> int:
+    """The reach in pixels of :func:`spread` at ``sigma`` (scipy's kernel radius)."""
+    return int(TRUNCATE * float(sigma) + 0.5)
+
+
+def spread(residual: np.ndarray, visible: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian convolution of a (C, H, W) residual known where ``visible``.
+
+    Pixels farther than :func:`kernel_radius` from every visible pixel get 0 (no
+    correction), not an extrapolation from nothing."""
+    weight = ndimage.gaussian_filter(visible.astype(np.float64), sigma, mode="reflect",
+                                     truncate=TRUNCATE)
+    out = np.stack([ndimage.gaussian_filter(np.where(visible, r, 0.0), sigma, mode="reflect",
+                                            truncate=TRUNCATE) for r in residual])
+    return np.where(weight > 1e-8, out / np.maximum(weight, 1e-8), 0.0)
+
+
+def validation_errors(residual: np.ndarray, visible: np.ndarray, masks: Sequence[np.ndarray],
+                      sigmas: Sequence[float] = SIGMAS_PX) -> np.ndarray:
+    """Per sigma, the summed squared error of spreading ``residual`` onto visible pixels
+    hidden by ``masks`` from the other visible pixels (the residual there is what is left)."""
+    errors = np.zeros(len(sigmas))
+    for mask in masks:
+        held = mask & visible
+        if held.sum() < MIN_PIXELS:
+            continue
+        errors += held_out_errors(residual, visible, held, sigmas).sum(axis=1)
+    return errors
+
+
+def held_out_errors(residual: np.ndarray, visible: np.ndarray, held: np.ndarray,
+                    sigmas: Sequence[float] = SIGMAS_PX, *, scored: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """(len(sigmas), C) summed squared error, per sigma and channel, of spreading a (C, H, W)
+    ``residual`` from the ``visible`` pixels not ``held`` onto the ``held`` ones.
+
+    ``scored`` (H, W) limits the pixels summed: a chunk scores only its core, so that sums
+    over chunks add up to the whole image's (the halo only gives context)."""
+    keep = visible & ~held
+    summed = held if scored is None else held & scored
+    out = np.zeros((len(sigmas), residual.shape[0]))
+    for i, sigma in enumerate(sigmas):
+        out[i] = ((spread(residual, keep, sigma) - residual)[:, summed] ** 2).sum(axis=1)
+    return out
+
+
+def validation_masks(series: np.ndarray, target: int, rng: np.random.Generator,
+                     count: int = 4) -> list[np.ndarray]:
+    """Held-out masks for self-validation: the cloud masks (non-finite pixels) of the
+    series' partly cloudy frames other than ``target``, topped up with random discs."""
+    cloudy = ~np.isfinite(series).all(axis=1)
+    h, w = cloudy.shape[1:]
+    frames, discs = held_out_plan(cloudy.mean(axis=(1, 2)), target, rng, count, (h, w))
+    rows, cols = np.arange(h), np.arange(w)
+    return [cloudy[i] for i in frames] + [disc_mask(rows, cols, disc) for disc in discs]
+
+
+def held_out_plan(cloud_fraction: np.ndarray, target: int, rng: np.random.Generator,
+                  count: int, shape: tuple[int, int]
+                  ) -> tuple[list[int], list[tuple[int, int, float]]]:
+    """Which held-out masks :func:`validation_masks` makes, decided from per-frame cloud
+    fractions alone: ``(frames whose cloud mask is used, discs (cy, cx, radius) in pixels
+    of an image of ``shape``)``, ``count`` in all.
+
+    Apart from the masks themselves, so that a chunked run decides once for the whole
+    image (from fractions summed over chunks) and every chunk draws the same masks."""
+    fraction = np.asarray(cloud_fraction)
+    pool = [int(i) for i in np.flatnonzero((fraction > 0.05) & (fraction < 0.8))
+            if i != target]
+    frames = [pool[i] for i in rng.permutation(len(pool))[:count]]
+    h, w = shape
+    discs = []
+    while len(frames) + len(discs) < count:
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        radius = rng.uniform(0.1, 0.3) * min(h, w)
+        discs.append((int(cy), int(cx), float(radius)))
+    return frames, discs
+
+
+def disc_mask(rows: np.ndarray, cols: np.ndarray, disc: tuple[int, int, float]) -> np.ndarray:
+    """The (len(rows), len(cols)) part of a held-out disc ``(cy, cx, radius)`` at these
+    global pixel rows and columns (a chunk passes its own)."""
+    cy, cx, radius = disc
+    return (rows[:, None] - cy) ** 2 + (cols[None, :] - cx) ** 2 <= radius ** 2
+
+
+def choose(candidates: Sequence[np.ndarray], observed: np.ndarray, visible: np.ndarray,
+           masks: Sequence[np.ndarray], sigmas: Sequence[float] = SIGMAS_PX
+           ) -> tuple[int, float]:
+    """``(candidate index, sigma)`` with the least self-validation error over all pairs.
+
+    ``candidates`` are (C, H, W) predictions of the frame ``observed`` (NaN or not where
+    not ``visible``). Without a usable held-out mask: the first candidate, the widest
+    sigma."""
+    errors = [validation_errors(np.where(visible, observed - predicted, 0.0), visible, masks,
+                                sigmas) for predicted in candidates]
+    return best_pair(np.asarray(errors), sigmas)
+
+
+def best_pair(errors: np.ndarray, sigmas: Sequence[float] = SIGMAS_PX) -> tuple[int, float]:
+    """``(candidate index, sigma)`` of the least error in a (candidates, sigmas) table, as
+    :func:`choose` picks; a candidate whose errors are all 0 (no usable held-out mask) never
+    wins, and with none usable: the first candidate, the widest sigma."""
+    best = (np.inf, 0, float(sigmas[-1]))
+    for index, row in enumerate(np.asarray(errors, np.float64)):
+        i = int(np.argmin(row))
+        if row.any() and row[i] < best[0]:
+            best = (float(row[i]), index, float(sigmas[i]))
+    return best[1], best[2]
+
+
+def correct(predicted: np.ndarray, observed: np.ndarray, visible: np.ndarray,
+            sigma: float) -> np.ndarray:
+    """``predicted`` plus the spread residual; visible pixels come out as observed."""
+    residual = np.where(visible, observed - predicted, 0.0)
+    filled = predicted + spread(residual, visible, sigma)
+    return np.where(visible[None], observed, filled)
+
+
+def correct_target(candidates: Sequence[np.ndarray], series: np.ndarray, target: int, *,
+                   seed: int = 0, masks: int = 4) -> tuple[np.ndarray, int, float]:
+    """Correct the best of ``candidates`` for ``series[target]`` (NaN = not visible).
+
+    Returns ``(filled (C, H, W), chosen candidate index, sigma)``; with fewer than
+    :data:`MIN_PIXELS` visible pixels the first candidate as it is (sigma NaN)."""
+    observed = np.asarray(series[target], np.float64)
+    visible = np.isfinite(observed).all(axis=0)
+    if visible.sum() < MIN_PIXELS:
+        return np.where(visible[None], observed, candidates[0]), 0, float("nan")
+    held = validation_masks(series, target, np.random.default_rng(seed), count=masks)
+    index, sigma = choose(candidates, observed, visible, held)
+    return correct(candidates[index], observed, visible, sigma), index, sigma
+
+
+def interpolate_corrected(series: np.ndarray, days: np.ndarray, target: int) -> np.ndarray:
+    """Non-learned evaluation method: linear interpolation in time from the other dates,
+    then the residual correction on the target's visible pixels.
+
+    Where no other date is clear, the interpolation falls back to the per-band median of
+    the series (:func:`fill_with_series_median`, as every baseline does) before correction."""
+    from cloudfree.composite import composite_array
+
+    series = np.asarray(series, np.float32)
+    days = np.asarray(days, np.float64)
+    others = np.delete(np.arange(len(series)), target)
+    predicted = composite_array(series[others], days[others], method="interpolate",
+                                target_day=float(days[target])).reflectance
+    filled, _, _ = correct_target([fill_with_series_median(predicted, series)], series, target)
+    return np.nan_to_num(filled).astype(np.float32)
+
+
+def fill_with_series_median(reconstruction: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """NaN pixels of a (C, H, W) reconstruction -> the per-band median of every usable
+    value of the (T, C, H, W) series (every date and pixel), else 0."""
+    gaps = np.isnan(reconstruction)
+    if not gaps.any():
+        return reconstruction
+    usable = np.isfinite(series).all(axis=1)  # (T, H, W)
+    per_band = np.zeros(series.shape[1], np.float32)
+    for band in range(series.shape[1]):
+        values = series[:, band][usable]
+        if values.size:
+            per_band[band] = np.median(values)
+    return np.where(gaps, per_band[:, None, None], reconstruction)
+
+__all__ = ["SIGMAS_PX", "best_pair", "choose", "correct", "correct_target", "disc_mask",
+           "fill_with_series_median", "held_out_errors", "held_out_plan", "interpolate_corrected",
+           "kernel_radius", "spread", "validation_errors", "validation_masks"]
