@@ -97,3 +97,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             os.environ["PREFECT_API_URL"] = previous_api_url
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_scenes(stack: Settings) -> list[dict]:
+    """The demo catalog in the session stack (2 tiles of 128 px, 8 dates, seed 1), as the
+    items a search of the source collection returns. One catalog for every module: a
+    second build with the same parameters writes nothing."""
+    from pystac_client import Client
+
+    from cloudfree.demo import build_demo_catalog
+
+    build_demo_catalog(
+        stac_api_url=stack.stac_url, storage_options=stack.storage_options(), bucket=stack.bucket,
+        collection_id=stack.source_collection, n_tiles=2, n_dates=8, size_px=128, seed=1,
+    )
+    return list(Client.open(stack.stac_url).search(
+        collections=[stack.source_collection], max_items=1000).items_as_dicts())

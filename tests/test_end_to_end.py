@@ -9,7 +9,6 @@ from pystac_client import Client
 from rio_cogeo.cogeo import cog_validate
 
 from cloudfree import cli
-from cloudfree.demo import build_demo_catalog
 from cloudfree.demo_run import demo_region
 from cloudfree.grid import parse_date_window
 from cloudfree.mosaic import MosaicParams, compute_tile
@@ -29,13 +28,8 @@ def env(stack):
 
 
 @pytest.fixture(scope="module")
-def scenes(env):
-    build_demo_catalog(
-        stac_api_url=env.stac_url, storage_options=env.storage_options(), bucket=env.bucket,
-        collection_id=env.source_collection, n_tiles=2, n_dates=8, size_px=128, seed=1,
-    )
-    return list(Client.open(env.stac_url).search(
-        collections=[env.source_collection], max_items=1000).items_as_dicts())
+def scenes(env, demo_scenes):
+    return demo_scenes
 
 
 @pytest.fixture(scope="module")

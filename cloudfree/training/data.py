@@ -7,6 +7,9 @@ the atmosphere. Gaps are cloud + shadow masks from the synth cloud generators: a
 cloud masks made the way the demo catalog's SCL is made (pasted onto clear frames), and
 fresh Perlin clouds, thick (cumulus) and thin (cirrus), with displaced shadows. Whole
 series get random rotations and flips, and random band subsets (L2A, L1C, RGB, NDVI...).
+
+The gap, orientation and band-subset helpers here are shared with
+:mod:`cloudfree.training.stac_data`, which draws series from real STAC time cubes.
 """
 
 from __future__ import annotations
@@ -50,6 +53,27 @@ def cloud_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return (opacity > 0.1) | (shadow > 0.2)
 
 
+def draw_orientation(rng: np.random.Generator) -> tuple[int, bool]:
+    """A random quarter-turn count and horizontal flip; a scene has no preferred
+    orientation, so the network should not learn one."""
+    return int(rng.integers(4)), bool(rng.random() < 0.5)
+
+
+def orient(array: np.ndarray, rotations: int, flip: bool) -> np.ndarray:
+    """``array`` (..., H, W) turned by ``rotations`` quarter turns, then flipped left-right."""
+    array = np.rot90(array, rotations, axes=(-2, -1))
+    return array[..., ::-1] if flip else array
+
+
+def draw_band_set(rng: np.random.Generator) -> tuple[str, ...]:
+    """The bands one series shows: a sensor's set (``BAND_SETS``) or, one time in five, a
+    random handful, so the generator copes with whatever bands a user's case has."""
+    band_set = BAND_SETS[rng.integers(len(BAND_SETS))]
+    if rng.random() < 0.2:
+        band_set = tuple(rng.choice(MODEL_BANDS, int(rng.integers(1, 8)), replace=False))
+    return band_set
+
+
 @dataclass
 class SeriesSampler:
     """Draws training batches; deterministic in (seed, step) so training resumes exactly."""
@@ -77,8 +101,16 @@ class SeriesSampler:
                                for _ in range(self.mask_pool)])
         self.norm = default_normalisation()
 
+    @property
+    def description(self) -> str:
+        """What the series are, for the model card."""
+        return (f"synthetic Sentinel-2 series from cloudfree.synth: {self.n_landscapes} "
+                f"landscapes of {self.world_px} px over {self.n_doys} dates; gaps from synth "
+                f"cloud/shadow masks ({self.mask_pool} pasted, plus fresh Perlin clouds)")
+
     def batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
-        """Arrays: truth (B,T,C,H,W) normalised, clear (B,T,H,W), doy (B,T), band_present (B,C)."""
+        """Arrays: truth (B,T,C,H,W) normalised, clear (B,T,H,W), doy (B,T), band_present (B,C),
+        and known (B,T,H,W): all ones, since a synthetic truth is known under every cloud."""
         rng = np.random.default_rng([self.seed, step])
         s, t = self.size, self.frames
         offset = np.array([self.norm["offset"][b] for b in MODEL_BANDS], np.float32)
@@ -94,10 +126,7 @@ class SeriesSampler:
             gain = rng.uniform(0.92, 1.08, (t, 1, 1, 1)).astype(np.float32)
             series = series * gain + rng.uniform(-0.015, 0.02, (t, 1, 1, 1)).astype(np.float32)
             series = (series - offset[:, None, None]) / scale[:, None, None]
-            k = int(rng.integers(4))
-            series = np.rot90(series, k, axes=(2, 3))
-            if rng.random() < 0.5:
-                series = series[..., ::-1]
+            series = orient(series, *draw_orientation(rng))
             clear = np.ones((t, s, s), bool)
             for frame in range(t):
                 u = rng.random()
@@ -110,15 +139,14 @@ class SeriesSampler:
             target = rng.integers(t)  # at least one frame has a partial gap to learn from
             if clear[target].all() or not clear[target].any():
                 clear[target] = ~self.masks[rng.integers(self.mask_pool)]
-            band_set = BAND_SETS[rng.integers(len(BAND_SETS))]
-            if rng.random() < 0.2:
-                band_set = tuple(rng.choice(MODEL_BANDS, int(rng.integers(1, 8)), replace=False))
-            present = np.isin(MODEL_BANDS, band_set).astype(np.float32)
+            present = np.isin(MODEL_BANDS, draw_band_set(rng)).astype(np.float32)
             truths.append(np.ascontiguousarray(series))
             clears.append(clear)
             doys.append(self.doys[idx])
             presents.append(present)
+        clear_stack = np.stack(clears).astype(np.float32)
         return {"truth": np.stack(truths).astype(np.float32),
-                "clear": np.stack(clears).astype(np.float32),
+                "clear": clear_stack,
                 "doy": np.stack(doys).astype(np.float32),
-                "band_present": np.stack(presents)}
+                "band_present": np.stack(presents),
+                "known": np.ones_like(clear_stack)}
