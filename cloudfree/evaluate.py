@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from cloudfree import metrics
-from cloudfree.composite import METHODS, composite_array, days_since_epoch
+from cloudfree.composite import METHODS, _resolve_haze_band, composite_array, days_since_epoch
 from cloudfree.correction import fill_with_series_median, interpolate_corrected
 from cloudfree.errors import CloudFreeError, InvalidParameterError
 
@@ -189,11 +189,18 @@ def draw_samples(case: Case, *, seed: int, pastes_per_target: int = DEFAULT_PAST
 
 
 def baseline(method: str, **params: Any) -> MethodFn:
-    """A :data:`MethodFn` for a ``composite_array`` method aimed at the target's date."""
+    """A :data:`MethodFn` for a ``composite_array`` method aimed at the target's date.
 
-    def reconstruct(series: np.ndarray, days: np.ndarray, target: int) -> np.ndarray:
+    Given the case's band names, bap finds its haze band (blue) by name, as the mosaic does."""
+
+    def reconstruct(series: np.ndarray, days: np.ndarray, target: int, *,
+                    band_names: Sequence[str] | None = None) -> np.ndarray:
+        extra = dict(params)
+        if method == "bap" and band_names is not None and "haze_band" not in extra:
+            extra["haze_band"] = "auto"
+            _resolve_haze_band(extra, [str(b) for b in band_names])
         result = composite_array(series, days, method=method,  # type: ignore[arg-type]
-                                 target_day=float(days[target]), **params)
+                                 target_day=float(days[target]), **extra)
         return fill_with_series_median(result.reflectance, series)
 
     reconstruct.__name__ = reconstruct.__qualname__ = method

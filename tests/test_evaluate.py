@@ -248,3 +248,15 @@ def test_real_cases_acceptance(tmp_path, capsys):
     l1c = [r for r in records if r["case"] == "s2_slovenia_2015"]
     assert {r["n_targets"] for r in l1c} == {3} and all(r["sam"] > 0 for r in l1c)
     assert all(r["sam"] is None for r in records if r["case"] == "ndvi_slovenia_68")
+
+
+def test_bap_baseline_uses_the_blue_band_for_haze_when_named():
+    # two dates equally far from the target; the earlier one (which wins a tie) is hazy
+    clear_scene = np.full((2, 4, 4), 0.05, np.float32)
+    hazy = clear_scene + np.float32(0.04)
+    series = np.stack([hazy, np.full((2, 4, 4), np.nan, np.float32), clear_scene])
+    days = np.array([0.0, 10.0, 20.0])
+    blind = BASELINES["bap"](series, days, 1)
+    named = BASELINES["bap"](series, days, 1, band_names=("B02", "B04"))
+    assert np.allclose(blind, 0.09)  # without band names: no haze score, the tie goes first
+    assert np.allclose(named, 0.05)  # with them: the haze score picks the clear date
