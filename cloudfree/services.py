@@ -7,46 +7,47 @@ directories and ports differ.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import importlib.metadata
 import json
-import os
-import pwd
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
-
+from cloudfree._postgres import (
+    API_ROLE,
+    PASSWORD_FILE,
+    PG_DATABASE,
+    _bootstrap_database,
+    _prepare_pg_dirs,
+    _start_postgres,
+    _stop_postgres,
+)
+from cloudfree._processes import (
+    Echo,
+    _bin,
+    _child_env,
+    _http_ok,
+    _is_ours,
+    _locked,
+    _log_file,
+    _pid_file,
+    _port_in_use,
+    _private_file,
+    _read_pid,
+    _reap,
+    _root,
+    _spawn,
+    _terminate,
+    _wait_ready,
+)
 from cloudfree.errors import ServiceError
 from cloudfree.settings import CREDENTIALS_FILE, Settings
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-PG_SUPERUSER = "postgres"  # trusted on the unix socket only, which only its owner can reach
-PG_DATABASE = "pgstac"
-API_ROLE = "cloudfree_api"  # password-authenticated role the STAC API connects as
-PASSWORD_FILE = "pg-api-password"
-
-# Seconds to wait for each service to answer; Prefect migrates its SQLite database on first start.
-START_TIMEOUT_S = {"postgres": 60.0, "stac-api": 60.0, "s3": 60.0, "prefect": 180.0}
-STOP_TIMEOUT_S = 15.0
 RUNNING_GRACE_S = 10.0  # how long an already running service may take to answer
-
-Echo = Callable[[str], None]
-
-# Processes this interpreter started; kept so they can be reaped (no zombies, no ResourceWarning).
-_children: dict[int, subprocess.Popen] = {}
 
 
 @dataclass(frozen=True)
@@ -122,76 +123,6 @@ def _services(settings: Settings) -> list[_Service]:
 # --- paths, processes and ports -----------------------------------------------------------
 
 
-def _root(settings: Settings) -> Path:
-    return settings.state_dir.expanduser().resolve()
-
-
-def _pid_file(settings: Settings, name: str) -> Path:
-    return _root(settings) / "run" / f"{name}.pid"
-
-
-def _log_file(settings: Settings, name: str) -> Path:
-    return _root(settings) / "logs" / f"{name}.log"
-
-
-def _pg_socket_dir(settings: Settings) -> Path:
-    return _root(settings) / "run" / "pg"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no procfs
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def _is_ours(pid: int | None, marker: str) -> bool:
-    if not pid or not _alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return True
-    return marker in cmdline
-
-
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR ignores TIME_WAIT leftovers of a service we just stopped.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _reap(pid: int) -> None:
-    proc = _children.pop(pid, None)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.1)
-            return
-        _children[pid] = proc
-
-
 def _service_pid(settings: Settings, svc: _Service) -> int | None:
     pid = _read_pid(_pid_file(settings, svc.name))
     if pid is None and svc.name == "postgres":  # e.g. started by an `up` that crashed half-way
@@ -199,87 +130,7 @@ def _service_pid(settings: Settings, svc: _Service) -> int | None:
     return pid
 
 
-def _bin(name: str) -> str:
-    """An executable from this interpreter's environment (the venv), else from PATH."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if not found:
-        raise ServiceError(name, f"the {name!r} program is missing; run 'make setup'")
-    return found
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """The environment minus credentials the child does not need, plus ``extra``."""
-    drop = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "PREFECT_API_URL")
-    env = {
-        k: v for k, v in os.environ.items() if k not in drop and not k.startswith("CLOUDFREE_S3_")
-    }
-    env.update(extra)
-    return env
-
-
-@contextlib.contextmanager
-def _locked(settings: Settings) -> Iterator[None]:
-    """Serialise `up` and `down` on one state directory."""
-    run = _root(settings) / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _private_file(path: Path, text: str) -> None:
-    """Write ``text`` to a new file that only its owner can read (mode 0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
-def _secret_from_file(path: Path, make: Callable[[], str]) -> str:
-    if not path.exists():
-        _private_file(path, make())
-    return path.read_text().strip()
-
-
 # --- start-up -----------------------------------------------------------------------------
-
-
-def _spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str]) -> int:
-    log = _log_file(settings, name)
-    with open(log, "ab") as fh:
-        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=_root(settings),
-            start_new_session=True,  # survives the terminal and the `cloudfree` process
-        )
-    _children[proc.pid] = proc
-    _pid_file(settings, name).write_text(f"{proc.pid}\n")
-    return proc.pid
-
-
-def _wait_ready(settings: Settings, name: str, ready: Callable[[], bool], pid: int) -> None:
-    """Wait for a process this call started; stop it again when it does not come up."""
-    timeout = START_TIMEOUT_S[name]
-    deadline = time.monotonic() + timeout
-    log = _log_file(settings, name)
-    while not ready():
-        if not _alive(pid):
-            _reap(pid)
-            _pid_file(settings, name).unlink(missing_ok=True)
-            raise ServiceError(name, f"exited during start-up; read {log}")
-        if time.monotonic() > deadline:
-            _terminate([pid])
-            _pid_file(settings, name).unlink(missing_ok=True)
-            raise ServiceError(name, f"not ready after {timeout:.0f}s; read {log}")
-        time.sleep(0.1)
 
 
 def _check_running(settings: Settings, svc: _Service, ready: Callable[[], bool], pid: int) -> None:
@@ -294,14 +145,6 @@ def _check_running(settings: Settings, svc: _Service, ready: Callable[[], bool],
                 "(ports, credentials), restart it: 'cloudfree services down' then 'up'.",
             )
         time.sleep(0.2)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        # trust_env=False: a proxy from the environment must not see local traffic.
-        return httpx.get(url, timeout=2.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _run_daemon(
@@ -426,148 +269,6 @@ def _up_stac_api(settings: Settings, svc: _Service, echo: Echo) -> None:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _pg_argv(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: as root, run its programs as the postgres user."""
-    if os.geteuid() != 0:
-        return argv
-    return ["runuser", "-u", "postgres", "--", *argv]
-
-
-def _pg_chown(*paths: Path) -> None:
-    if os.geteuid() != 0:
-        return
-    try:
-        user = pwd.getpwnam("postgres")
-    except KeyError:
-        raise ServiceError(
-            "postgres",
-            "PostgreSQL cannot run as root and there is no 'postgres' user; install "
-            "postgresql-15 (scripts/setup.sh does) or run cloudfree as a normal user",
-        ) from None
-    for path in paths:
-        os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _prepare_pg_dirs(settings: Settings) -> tuple[Path, Path, Path]:
-    data, sock, log = (
-        _root(settings) / "pg",
-        _pg_socket_dir(settings),
-        _log_file(settings, "postgres"),
-    )
-    if len(f"{sock}/.s.PGSQL.{settings.pg_port}") > 107:
-        raise ServiceError(
-            "postgres",
-            f"the socket path under {sock} is too long for a unix socket; "
-            "set CLOUDFREE_STATE_DIR to a shorter path",
-        )
-    for path in (data, sock):
-        path.mkdir(mode=0o700, exist_ok=True)
-    log.touch(mode=0o600, exist_ok=True)
-    _pg_chown(data, sock, log)
-    if os.geteuid() == 0:
-        reachable = subprocess.run(
-            _pg_argv(["test", "-w", str(data), "-a", "-w", str(sock), "-a", "-w", str(log)]),
-            check=False,
-        )
-        if reachable.returncode != 0:
-            raise ServiceError(
-                "postgres",
-                f"the postgres user cannot reach {data}: PostgreSQL refuses to run as root, so it "
-                f"runs as 'postgres', and a parent directory of {_root(settings)} is not "
-                "traversable for it (needs o+x). Set CLOUDFREE_STATE_DIR to a directory under a "
-                "world-traversable path, or run as a normal user.",
-            )
-    return data, sock, log
-
-
-def _start_postgres(settings: Settings) -> None:
-    data, sock, log = _prepare_pg_dirs(settings)  # checked by _preflight already; cheap
-    if not (data / "PG_VERSION").exists():
-        with open(_log_file(settings, "initdb"), "ab") as fh:
-            initdb = subprocess.run(
-                _pg_argv([
-                    str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_SUPERUSER, "-E", "UTF8",
-                    "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
-                    "--no-sync", "--no-instructions",
-                ]),
-                stdout=fh, stderr=subprocess.STDOUT, cwd=_root(settings), check=False,
-            )  # fmt: skip
-        if initdb.returncode != 0:
-            raise ServiceError("postgres", f"initdb failed; read {_log_file(settings, 'initdb')}")
-        with open(data / "postgresql.conf", "a") as fh:
-            fh.write("\ninclude_if_exists = 'cloudfree.conf'\n")
-    conf = data / "cloudfree.conf"
-    quoted_sock = str(sock).replace("'", "''")
-    conf.write_text(
-        "# Written by cloudfree services on every start.\n"
-        f"port = {settings.pg_port}\n"
-        f"listen_addresses = '{settings.host}'\n"
-        f"unix_socket_directories = '{quoted_sock}'\n"
-        "unix_socket_permissions = 0700\n"  # with trust on the socket, only its owner may connect
-    )
-    _pg_chown(conf)
-    timeout = int(START_TIMEOUT_S["postgres"])
-    ctl = subprocess.run(
-        _pg_argv([str(PG_BIN / "pg_ctl"), "start", "-D", str(data), "-l", str(log), "-w", "-t", str(timeout)]),
-        capture_output=True, text=True, cwd=_root(settings), start_new_session=True, check=False,
-    )  # fmt: skip
-    if ctl.returncode != 0:
-        raise ServiceError(
-            "postgres", f"pg_ctl start failed ({ctl.stdout.strip()[-300:]}); read {log}"
-        )
-    pid = _read_pid(data / "postmaster.pid")
-    _pid_file(settings, "postgres").write_text(f"{pid}\n")
-
-
-def _superuser_dsn(settings: Settings, dbname: str) -> str:
-    host = quote(str(_pg_socket_dir(settings)), safe="")
-    return f"postgresql://{PG_SUPERUSER}@/{dbname}?host={host}&port={settings.pg_port}"
-
-
-def _bootstrap_database(settings: Settings, echo: Echo) -> None:
-    """Create the database, migrate pgstac and create the API role; quick when all is there."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(_superuser_dsn(settings, "postgres"), autocommit=True) as conn:
-        if not conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [PG_DATABASE]
-        ).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DATABASE)))
-
-    wanted = importlib.metadata.version("pypgstac")
-    with psycopg.connect(_superuser_dsn(settings, PG_DATABASE), autocommit=True) as conn:
-        row = conn.execute("SELECT to_regprocedure('pgstac.get_version()') IS NOT NULL").fetchone()
-        current = (
-            conn.execute("SELECT pgstac.get_version()").fetchone()[0] if row and row[0] else None
-        )
-    if current != wanted:
-        start = time.monotonic()
-        log = _log_file(settings, "migrate")
-        with open(log, "ab") as fh:
-            migrate = subprocess.run(
-                [_bin("pypgstac"), "migrate", "--dsn", _superuser_dsn(settings, PG_DATABASE)],
-                stdout=fh, stderr=subprocess.STDOUT, env=_child_env(), check=False, timeout=600,
-            )  # fmt: skip
-        if migrate.returncode != 0:
-            raise ServiceError("postgres", f"pypgstac migrate failed; read {log}")
-        echo(
-            f"{'pgstac':<9} migrated {current or 'empty'} -> {wanted} in {time.monotonic() - start:4.1f}s"
-        )
-
-    password = _secret_from_file(_root(settings) / PASSWORD_FILE, lambda: secrets.token_urlsafe(24))
-    with psycopg.connect(_superuser_dsn(settings, PG_DATABASE), autocommit=True) as conn:
-        conn.execute("SET log_min_error_statement = panic")  # keep the password out of the log
-        role = sql.Identifier(API_ROLE)
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [API_ROLE]).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        conn.execute(
-            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password))
-        )
-        # pgstac_ingest reads and writes collections and items, which Transactions needs.
-        conn.execute(sql.SQL("GRANT pgstac_ingest TO {}").format(role))
-
-
 def _up_postgres_chain(settings: Settings, services: dict[str, _Service], echo: Echo) -> None:
     svc = services["postgres"]
     start = time.monotonic()
@@ -662,44 +363,6 @@ def up(settings: Settings, *, echo: Echo = print) -> None:
 
 
 # --- shut-down and status -----------------------------------------------------------------
-
-
-def _signal(pid: int, sig: int) -> None:
-    """Signal the process group a daemon leads (its children too), else the process alone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:  # e.g. a postmaster, whose group is led by the runuser that started it
-            os.kill(pid, sig)
-
-
-def _terminate(pids: list[int], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM each process, wait, then SIGKILL what is left."""
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while True:
-        for pid in pids:
-            _reap(pid)
-        left = [pid for pid in pids if _alive(pid)]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    for pid in left:
-        _signal(pid, signal.SIGKILL)
-        _reap(pid)
-
-
-def _stop_postgres(settings: Settings, pid: int) -> None:
-    data = _root(settings) / "pg"
-    ctl = subprocess.run(
-        _pg_argv([str(PG_BIN / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT_S))]),
-        capture_output=True, text=True, cwd=_root(settings), check=False,
-    )  # fmt: skip
-    if ctl.returncode != 0 and _alive(pid):
-        _terminate([pid])
 
 
 def down(settings: Settings, *, echo: Echo = print) -> None:
