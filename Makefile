@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLOUDFREE := $(VENV)/bin/cloudfree
+# median, bap, geomedian, interpolate, interpolate_corrected or generator
 METHOD ?= median
 STAMP := $(VENV)/.installed
 

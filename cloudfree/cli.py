@@ -134,7 +134,8 @@ def _add_mosaic_options(p: argparse.ArgumentParser) -> None:
     from cloudfree.mosaic import MOSAIC_METHODS
 
     p.add_argument("--method", default="median", choices=MOSAIC_METHODS,
-                   help="compositing method (default median)")
+                   help="compositing method (default median); interpolate_corrected and "
+                        "generator show the target date, gaps fitted to its clear pixels")
     p.add_argument("--force", action="store_true",
                    help="re-make tiles already published with the same inputs")
 
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=None,
                    help="cut the AOI into grid tiles of this many pixels (regional flow)")
     p.add_argument("--target-date", default=None,
-                   help="YYYY-MM-DD that bap/interpolate aim at (default: the window's middle)")
+                   help="YYYY-MM-DD that bap, interpolate, interpolate_corrected and generator "
+                        "aim at (default: the window's middle)")
     p.add_argument("--dilation", type=float, default=None,
                    help="grow SCL cloud and shadow masks by this many metres (default 100)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -29,6 +29,10 @@ Four methods, all vectorised over pixels (no Python loop over pixels) and NaN-aw
     after; the nearest one when only one side has any; the observation itself when one
     falls on the target date.
 
+``interpolate_corrected`` (interpolation fitted to the target date's own clear pixels) is
+not a per-pixel method: it chooses one correction per tile, with a halo between chunks.
+It lives in :mod:`cloudfree.corrected` and reuses :func:`interpolate_at`.
+
 Provenance, per pixel, for every method:
 
 ``clear_count``
@@ -345,6 +349,14 @@ def _interpolate(values, usable, days, target_day):
     return refl, source, fill
 
 
+def interpolate_at(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
+                   target_day: float) -> np.ndarray:
+    """The ``interpolate`` core alone: (C, H, W) reflectance at ``target_day`` from a
+    (T, C, H, W) stack that is NaN exactly where ``usable`` (T, H, W) is False; NaN where
+    no date is usable. The corrected methods start from it (:mod:`cloudfree.corrected`)."""
+    return _interpolate(values, usable, np.asarray(days, np.float64), float(target_day))[0]
+
+
 # --------------------------------------------------------------------------- xarray/dask
 
 
@@ -357,7 +369,7 @@ def days_since_epoch(times: np.ndarray) -> np.ndarray:
 def _composite_block(reflectance, clear, cloud_distance=None, *, days, method, target_day,
                      params, nodata):
     """One spatial block: uint16 DN (T, C, h, w) and clear (T, h, w) -> (C + 3, h, w)."""
-    usable = _usable_block(reflectance, clear, nodata=nodata)
+    usable = usable_block(reflectance, clear, nodata=nodata)
     values = reflectance.astype(np.float32)
     np.copyto(values, np.float32(np.nan), where=~usable[:, None])
     result = _composite_core(values, usable, days, method, target_day, params, cloud_distance)
@@ -371,7 +383,8 @@ def _composite_block(reflectance, clear, cloud_distance=None, *, days, method, t
     return out
 
 
-def _usable_block(reflectance, clear, *, nodata):
+def usable_block(reflectance, clear, *, nodata):
+    """(T, h, w) usable: clear, and every band of the (T, C, h, w) DN differs from nodata."""
     return clear & (reflectance != nodata).all(axis=1)
 
 
@@ -489,7 +502,7 @@ def composite(
         if method == "bap" and checked["cloud_weight"] > 0:
             cap = checked["cloud_distance_px"]
             halo = int(math.ceil(cap))
-            valid = da.blockwise(partial(_usable_block, nodata=nodata), "tyx", refl_data,
+            valid = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl_data,
                                  "tbyx", clear_data, "tyx", concatenate=True, dtype=bool)
             distance = valid.map_overlap(partial(distance_to_unusable, cap=cap),
                                          depth={0: 0, 1: halo, 2: halo}, boundary="none",

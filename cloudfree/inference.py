@@ -23,13 +23,17 @@ The scheme, and why chunked inference equals whole-array inference (up to float 
 
 Observed pixels are copied from the input at the end, so they come out bit-identical.
 On CUDA the network runs under ``torch.autocast`` in bf16 (or fp16); on CPU in fp32.
+
+The mosaic (:func:`generator_composite`) runs what the evaluation measures: the network
+predicts the target frame with that frame hidden entirely, and the prediction is fitted to
+the frame's own clear pixels by the residual correction of :mod:`cloudfree.corrected`
+(chunked with an overlap of its own, one choice of width per tile, so again no seams).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -37,7 +41,6 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from cloudfree import bands as s2bands
 from cloudfree.composite import (
     FILL_GENERATED,
     FILL_NODATA,
@@ -45,8 +48,22 @@ from cloudfree.composite import (
     Composite,
     _target_day,
     prepare_cube,
-    stacked_to_dataset,
+    usable_block,
 )
+from cloudfree.corrected import (
+    HELD_OUT_MASKS,
+    aligned_chunks,
+    correct_frame,
+    correct_stack,
+    corrected_dataset,
+    correction_parameters,
+    interpolation_candidate,
+    interpolation_candidates,
+    iso_day,
+    nearest_frame,
+    to_reflectance,
+)
+from cloudfree.correction import SIGMAS_PX, kernel_radius
 from cloudfree.errors import InvalidParameterError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -268,12 +285,27 @@ def fill_series(
     return np.where(missing, restored, values).astype(np.float32, copy=False)
 
 
-def nearest_frame(days: np.ndarray, target_day: float) -> int:
-    """The index of the date nearest ``target_day`` (ties: the earlier date)."""
-    days = np.asarray(days, dtype=np.float64)
-    distance = np.abs(days - target_day)
-    candidates = np.flatnonzero(distance == distance.min())
-    return int(candidates[np.argmin(days[candidates])])
+def generator_candidates(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
+                         band_names: Sequence[str], *, frame: int,
+                         alphas: Sequence[float] | None = None, **fill_kw: Any) -> np.ndarray:
+    """(K, C, H, W) float32 predictions of frame ``frame`` that use none of its pixels:
+    ``prior + alpha * (network - prior)`` for each alpha (default
+    :data:`cloudfree.models.method.ALPHAS`).
+
+    ``network`` is :func:`fill_series` with the whole frame hidden. ``prior`` is the linear
+    interpolation in time from the other dates (:func:`cloudfree.corrected.interpolation_candidate`):
+    the generator's own in-graph :func:`~cloudfree.models.generator.temporal_prior` is
+    the same interpolation (in normalised units, an affine map of reflectance), so the
+    network's share is measured against the non-learned ``interpolate_corrected``'s
+    starting point; alpha 0 *is* that method. ``values`` is NaN exactly where not ``usable``.
+    """
+    if alphas is None:
+        from cloudfree.models.method import ALPHAS as alphas
+    hidden = values.copy()
+    hidden[frame] = np.nan  # the network sees no pixel of the target date
+    network = fill_series(hidden, days, band_names, **fill_kw)[frame]
+    prior = interpolation_candidate(values, usable, days, frame)
+    return np.stack([prior + np.float32(a) * (network - prior) for a in alphas])
 
 
 def generator_composite_array(
@@ -284,18 +316,22 @@ def generator_composite_array(
     target_day: float | None = None,
     model: Any = None,
     card: Any = None,
+    seed: int = 0,
+    sigmas_px: Sequence[float] = SIGMAS_PX,
     **kw: Any,
 ) -> Composite:
-    """The generator's mosaic at ``target_day``, with provenance.
+    """The generator's mosaic at ``target_day``, with provenance (the whole-array run).
 
-    The series is filled with :func:`fill_series` and the frame nearest ``target_day``
-    (ties: the earlier) is the mosaic; no frame is invented at a day with no acquisition,
-    so every pixel names a real date. An observation is usable where all its bands are
-    finite. ``fill`` is ``observed`` where that frame was usable, ``generated`` where the
-    generator filled it, and ``nodata`` (reflectance NaN) where no frame of the series
-    observed the pixel: with no observation in time the network would only inpaint from
-    space, which this provenance does not call a reconstruction. ``source_day`` is the
-    frame's day (NaN where nodata); ``clear_count`` counts usable observations.
+    The mosaic is the frame nearest ``target_day`` (ties: the earlier); no frame is
+    invented at a day with no acquisition, so every pixel names a real date. Its usable
+    pixels (all bands finite) pass through; its gaps get the best of
+    :func:`generator_candidates`, corrected by the frame's own residual
+    (:func:`cloudfree.corrected.correct_frame`), as the evaluation's generator method.
+    ``fill`` is ``observed`` where the frame was usable, ``generated`` where filled, and
+    ``nodata`` (reflectance NaN) where no frame observed the pixel: with no observation in
+    time the network would only inpaint from space, which this provenance does not call a
+    reconstruction. ``source_day`` is the frame's day (NaN where nodata); ``clear_count``
+    counts usable observations.
 
     ``**kw`` goes to :func:`fill_series` (``tile_px``, ``halo_px``, ``batch_size``,
     ``device``, ``precision``, ``model_name``).
@@ -309,16 +345,20 @@ def generator_composite_array(
     values = np.where(usable[:, None], values, np.nan).astype(np.float32)
     frame = nearest_frame(days, _target_day(days, target_day))
     count = usable.sum(axis=0)
-    if usable[frame].all():
+    visible = usable[frame]
+    if visible.all():
         filled = values[frame]
     else:
-        filled = fill_series(values, days, band_names, model=model, card=card, **kw)[frame]
-    any_clear = count > 0
-    fill = np.select([usable[frame], any_clear], [FILL_OBSERVED, FILL_GENERATED], FILL_NODATA)
+        candidates = generator_candidates(values, usable, days, band_names, frame=frame,
+                                          model=model, card=card, **kw)
+        filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
+                                     sigmas=sigmas_px)
+    gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
+    fill = np.select([visible, gap], [FILL_OBSERVED, FILL_NODATA], FILL_GENERATED)
     return Composite(
-        reflectance=np.where(any_clear, filled, np.nan).astype(np.float32),
+        reflectance=np.where(gap, np.nan, filled).astype(np.float32),
         clear_count=np.minimum(count, np.iinfo(np.uint16).max).astype(np.uint16),
-        source_day=np.where(any_clear, days[frame], np.nan).astype(np.float32),
+        source_day=np.where(gap, np.nan, days[frame]).astype(np.float32),
         fill=fill.astype(np.uint8),
     )
 
@@ -326,40 +366,16 @@ def generator_composite_array(
 # --------------------------------------------------------------------------- xarray/dask
 
 
-def _generator_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarray,
-                     band_names: list[str], target_day: float, nodata: int,
-                     fill_kw: dict[str, Any]) -> np.ndarray:
-    """One block (with its halo): DN (T, C, h, w) and clear (T, h, w) -> (C + 3, h, w)."""
-    usable = np.asarray(clear, bool) & (reflectance != nodata).all(axis=1)
-    values = reflectance.astype(np.float32) * np.float32(s2bands.SCALE) + np.float32(s2bands.OFFSET)
+def _network_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarray,
+                   band_names: list[str], frame: int, nodata: int,
+                   fill_kw: dict[str, Any]) -> np.ndarray:
+    """One block (with its halo): DN (T, C, h, w) and clear (T, h, w) -> the network's
+    (C, h, w) reflectance of frame ``frame``, made with that frame hidden entirely."""
+    usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
+    values = to_reflectance(reflectance)
     np.copyto(values, np.float32(np.nan), where=~usable[:, None])
-    result = generator_composite_array(values, days, band_names, target_day=target_day, **fill_kw)
-    frame = nearest_frame(days, target_day)
-    n_bands = reflectance.shape[1]
-    dn = (result.reflectance.astype(np.float64) - s2bands.OFFSET) / s2bands.SCALE
-    out = np.empty((n_bands + 3, *reflectance.shape[2:]), np.float32)
-    # observed pixels keep their digital number exactly
-    out[:n_bands] = np.where(usable[frame], reflectance[frame], dn)
-    out[n_bands] = result.clear_count
-    out[n_bands + 1] = np.floor(result.source_day + 1e-6)
-    out[n_bands + 2] = result.fill
-    return out
-
-
-def _aligned_chunks(chunks: tuple[int, ...], *, factor: int, halo: int) -> tuple[int, ...]:
-    """Regular chunks on the ``factor`` grid, each at least ``halo`` (the overlap depth)."""
-    total = sum(chunks)
-    size = max(_round_up(chunks[0], factor), _round_up(max(halo, 1), factor))
-    if size >= total:
-        return (total,)
-    out = [size] * (total // size)
-    rest = total - sum(out)
-    if rest:
-        if rest < halo:
-            out[-1] += rest
-        else:
-            out.append(rest)
-    return tuple(out)
+    values[frame] = np.nan
+    return fill_series(values, days, band_names, **fill_kw)[frame]
 
 
 def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
@@ -392,40 +408,54 @@ def generator_composite(
     device: str | None = None,
     precision: Precision = "auto",
     resources: Mapping[str, int] | None | Literal["auto"] = "auto",
+    seed: int = 0,
+    sigmas_px: Sequence[float] = SIGMAS_PX,
 ) -> xr.Dataset:
     """The generator's mosaic of a (time, band, y, x) uint16 cube, lazily when dask-backed.
 
+    What the evaluation measures as the generator's method: the target frame (the date
+    nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
+    predicts the frame with the frame hidden entirely, and the best of
+    :func:`generator_candidates` (the network's share 0, 0.5 or 1 over the interpolation
+    prior) is fitted to the frame's own clear pixels by the residual correction, with
+    candidate and width chosen once per tile (:mod:`cloudfree.corrected`).
+
     Same outputs as :func:`cloudfree.composite.composite`: ``reflectance`` (band, y, x)
     uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
-    uint16 days since 1970 (0 = none) and ``fill`` uint8 (``generated`` where the network
-    filled the pixel); ``attrs`` ``method="generator"``, ``parameters`` (model name and
-    version, target date, tiling) and ``nodata``. DN are converted with
-    :data:`cloudfree.bands.SCALE`/``OFFSET`` and back; observed pixels keep their DN.
+    uint16 days since 1970 (0 = none) and ``fill`` uint8 (``generated`` where filled);
+    ``attrs`` ``method="generator"``, ``parameters`` (model name and version, target and
+    frame dates, tiling, the correction's settings) and ``nodata``; the tile's choice in
+    the scalar coordinates of :func:`cloudfree.corrected.corrected_dataset`. DN are
+    converted with :data:`cloudfree.bands.SCALE`/``OFFSET`` and back; observed pixels keep
+    their DN.
 
-    Dask in, dask out: each spatial chunk (time and band whole) runs with an overlap of
-    the halo, chunk starts on the model's ``downsample_factor`` grid, so the result equals
-    whole-array inference. Without ``model``, workers load ``model_name`` once per process
-    (:func:`cached_generator`). ``resources``: ``"auto"`` annotates the tasks with
-    :func:`cloudfree.cluster.gpu_resources` of the current distributed client (``{"GPU":
-    1}`` when the cluster has GPU workers), a mapping annotates with it, ``None`` not at
-    all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the annotations reach
-    the scheduler (see :data:`COMPUTE_CONFIG`).
+    Dask in, dask out: the network runs per spatial chunk (time and band whole) with an
+    overlap of its halo, chunk starts on the model's ``downsample_factor`` grid, so it
+    equals whole-array inference; the correction runs on the same chunks with its own
+    overlap. Without ``model``, workers load ``model_name`` once per process
+    (:func:`cached_generator`). ``resources``: ``"auto"`` annotates the network's tasks
+    with :func:`cloudfree.cluster.gpu_resources` of the current distributed client
+    (``{"GPU": 1}`` when the cluster has GPU workers), a mapping annotates with it,
+    ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
+    annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
+    from cloudfree.models.method import ALPHAS
+
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
+    frame = nearest_frame(days, target_day)
     # the geometry (and version) from the model; loaded here once, cached for this process
     meta_model, meta_card = (model, card) if model is not None else \
         cached_generator(model_name, device or default_device())
     factor, tile, halo = _geometry(meta_model, tile_px, halo_px)
     band_names = [str(b) for b in reflectance["band"].values.tolist()]
-    n_bands = len(band_names)
     fill_kw: dict[str, Any] = {"tile_px": tile, "halo_px": halo, "batch_size": batch_size,
                                "device": device, "precision": precision}
     if model is not None:
         fill_kw.update(model=model, card=card)
     else:
         fill_kw.update(model_name=model_name)
-    block = partial(_generator_block, days=days, band_names=band_names,
-                    target_day=target_day, nodata=nodata, fill_kw=fill_kw)
+    network_block = partial(_network_block, days=days, band_names=band_names, frame=frame,
+                            nodata=nodata, fill_kw=fill_kw)
     lazy = reflectance.chunks is not None or clear.chunks is not None
     if lazy:
         import dask
@@ -433,7 +463,10 @@ def generator_composite(
 
         refl_data, clear_data = da.asarray(reflectance.data), da.asarray(clear.data)
         spatial = (refl_data if reflectance.chunks is not None else clear_data).chunks[-2:]
-        spatial = tuple(_aligned_chunks(c, factor=factor, halo=halo) for c in spatial)
+        # one chunking for the network and the correction: on the df grid, and wide enough
+        # for either overlap
+        depth = max(halo, kernel_radius(max(sigmas_px)))
+        spatial = tuple(aligned_chunks(c, factor=factor, depth=depth) for c in spatial)
         refl_data = refl_data.rechunk((-1, -1, *spatial))
         clear_data = clear_data.astype(bool).rechunk((-1, *spatial))
         # a single chunk along an axis has no neighbour to borrow from
@@ -446,33 +479,45 @@ def generator_composite(
                                             boundary="none", allow_rechunk=False)
             # The name must depend on the inputs: tiles computed at the same time on one
             # scheduler would otherwise share keys, and get each other's results.
-            token = dask.base.tokenize(refl_halo.name, clear_halo.name, days, target_day,
+            token = dask.base.tokenize(refl_halo.name, clear_halo.name, days, frame,
                                        nodata, fill_kw.get("model_name"), tile, halo)
-            stacked = da.blockwise(block, "zyx", refl_halo, "tbyx", clear_halo, "tyx",
-                                   new_axes={"z": n_bands + 3}, concatenate=True,
-                                   dtype=np.float32, name=f"generator-block-{token}")
-            stacked = da.overlap.trim_internal(stacked, {0: 0, 1: depth_y, 2: depth_x},
+            network = da.blockwise(network_block, "byx", refl_halo, "tbyx", clear_halo, "tyx",
+                                   concatenate=True, meta=np.empty((0, 0, 0), np.float32),
+                                   name=f"generator-block-{token}")
+            network = da.overlap.trim_internal(network, {0: 0, 1: depth_y, 2: depth_x},
                                                boundary="none")
+        alphas = da.from_array(np.asarray(ALPHAS, np.float32)[:, None, None, None])
     else:
-        stacked = block(np.asarray(reflectance.data), np.asarray(clear.data, dtype=bool))
-
-    out = stacked_to_dataset(stacked, reflectance, n_bands=n_bands, nodata=nodata)
-    stamp = np.datetime64(int(round(target_day * 86400)), "s")
+        refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
+        network = network_block(refl_data, clear_data)
+        alphas = np.asarray(ALPHAS, np.float32)[:, None, None, None]
+    prior = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
+                                     nodata=nodata)
+    candidates = prior + alphas * (network[None] - prior)
+    stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
+                                    day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
+                                    seed=seed, sigmas=sigmas_px)
+    names = ["prior" if a == 0 else "network" if a == 1 else f"prior + {a:g} (network - prior)"
+             for a in ALPHAS]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
         "model_version": str(getattr(meta_card, "version", "unversioned")),
-        "target_date": str(stamp.astype("datetime64[D]")),
+        "target_date": iso_day(target_day),
+        "frame_date": iso_day(days[frame]),
         "tile_px": tile, "halo_px": halo, "precision": precision,
+        "prior": "interpolate: linear in time from the other dates",
+        "alphas": [float(a) for a in ALPHAS],
+        **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
     }
-    json.dumps(parameters)
-    out.attrs.update(method="generator", parameters=parameters, nodata=nodata)
-    return out
+    return corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
+                             parameters=parameters)
 
 
 __all__ = [
     "COMPUTE_CONFIG",
     "cached_generator",
     "fill_series",
+    "generator_candidates",
     "generator_composite",
     "generator_composite_array",
     "nearest_frame",

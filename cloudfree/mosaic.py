@@ -20,6 +20,13 @@ import xarray as xr
 from cloudfree import cog
 from cloudfree.bands import DEFAULT_BANDS, NODATA, OFFSET, SCALE
 from cloudfree.composite import FILL_CLASSES, METHODS, composite
+from cloudfree.corrected import (
+    HELD_OUT_MASKS,
+    correction_parameters,
+    interpolate_corrected_composite,
+    record_choice,
+)
+from cloudfree.correction import SIGMAS_PX
 from cloudfree.cube import build_cube
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import DateWindow, Tile, bbox_intersects
@@ -40,10 +47,14 @@ from cloudfree.publish import (
 from cloudfree.quicklook import rgb_uint8, thumbnail
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-#: Every way a tile can be made: the non-learned composites and the generator network.
-MOSAIC_METHODS: tuple[str, ...] = (*METHODS, "generator")
+#: Every way a tile can be made: the non-learned composites, linear interpolation fitted to
+#: the target date's own clear pixels, and the generator network (fitted the same way).
+MOSAIC_METHODS: tuple[str, ...] = (*METHODS, "interpolate_corrected", "generator")
 #: Methods that aim at a target date (default: the middle of the window).
-TARGETED_METHODS: tuple[str, ...] = ("bap", "interpolate", "generator")
+TARGETED_METHODS: tuple[str, ...] = ("bap", "interpolate", "interpolate_corrected", "generator")
+#: Methods that show one real date, its gaps filled and fitted to it by the residual
+#: correction (:mod:`cloudfree.corrected`).
+CORRECTED_METHODS: tuple[str, ...] = ("interpolate_corrected", "generator")
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,9 @@ class MosaicParams:
 
     bands: tuple[str, ...] = DEFAULT_BANDS
     method: str = "median"
-    #: For bap, interpolate and generator: the date the mosaic should show (default: the
-    #: middle of the window). Ignored by median and geomedian.
+    #: For the targeted methods (bap, interpolate, interpolate_corrected, generator): the
+    #: date the mosaic should show (default: the middle of the window). Ignored by median
+    #: and geomedian.
     target_date: str | None = None
     #: The shipped generator weights to use (method "generator" only).
     model: str = "default"
@@ -102,7 +114,8 @@ def compute_tile(
     *,
     gdal_env: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Build the cube, mask it and composite it; returns computed numpy data."""
+    """Build the cube, mask it and composite it; returns computed numpy data (a corrected
+    method's choice of candidate and width in ``attrs["parameters"]``)."""
     if not items:
         raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
     cube = build_cube(
@@ -126,7 +139,11 @@ def compute_tile(
         import dask
 
         with dask.config.set(COMPUTE_CONFIG):  # so GPU annotations reach the scheduler
-            return result.compute()
+            return record_choice(result.compute())
+    if params.method == "interpolate_corrected":
+        result = interpolate_corrected_composite(reflectance, clear,
+                                                 target_date=params.target_date)
+        return record_choice(result.compute())
     result = composite(reflectance, clear, method=params.method, target_date=params.target_date)
     return result.compute()
 
@@ -220,9 +237,12 @@ def mosaic_tile(
         params = dataclasses.replace(params, target_date=middle.isoformat())
     label = method_label(params)
     iid = item_id(tile.tile_id, window, label)
-    digest = inputs_hash(sources, {**params.as_dict(), "method_label": label,
-                                   "tile": tile.tile_id,
-                                   "bounds": list(tile.bounds), "window": window.compact})
+    hashed = {**params.as_dict(), "method_label": label, "tile": tile.tile_id,
+              "bounds": list(tile.bounds), "window": window.compact}
+    if params.method in CORRECTED_METHODS:  # the correction decides pixels too
+        hashed["correction"] = correction_parameters([], sigmas=SIGMAS_PX, seed=0,
+                                                     masks=HELD_OUT_MASKS)
+    digest = inputs_hash(sources, hashed)
     if not force:
         existing = published_item(api_url, output_collection, iid)
         if existing and existing["properties"].get("cloudfree:inputs_hash") == digest:

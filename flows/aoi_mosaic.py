@@ -34,8 +34,11 @@ def aoi_mosaic(
         geojson: a GeoJSON geometry/Feature/FeatureCollection, or a path to one.
         collection: source collection (default: the settings' source collection).
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
-        method: median, bap, geomedian, interpolate, or generator (the network).
-        target_date: the date bap, interpolate and generator aim at (default: the window's middle).
+        method: median, bap, geomedian, interpolate, interpolate_corrected (interpolation
+            fitted to the target date's own clear pixels), or generator (the network,
+            fitted the same way); see ``cloudfree.mosaic.MOSAIC_METHODS``.
+        target_date: the date bap, interpolate, interpolate_corrected and generator aim at
+            (default: the window's middle).
         resolution_m: output pixel size.
         epsg: output CRS (default: the UTM zone of the AOI's centre).
         dilation_m: cloud/shadow mask dilation (default: the library's).

@@ -348,3 +348,18 @@ def test_geomedian_known_answers():
     np.testing.assert_array_equal(out.reflectance[:, 0, 1], [0.5, 0.5])
     assert out.source_day[0, 0] == pytest.approx(1.0, abs=1e-3)  # equal weights
     assert out.source_day[0, 1] == pytest.approx(0.0, abs=1e-3)  # the vertex's date
+
+
+def test_interpolate_at_is_the_interpolate_core():
+    """The corrected methods start from exactly what ``interpolate`` makes."""
+    from cloudfree.composite import interpolate_at
+
+    rng = np.random.default_rng(5)
+    values = rng.random((5, 3, 6, 7)).astype(np.float32)
+    values[rng.random((5, 6, 7))[:, None].repeat(3, axis=1) < 0.4] = np.nan
+    usable = np.isfinite(values).all(axis=1)
+    values = np.where(usable[:, None], values, np.nan)
+    days = 19000.0 + 10 * np.arange(5)
+    expected = composite_array(values, days, method="interpolate", target_day=19023.0)
+    np.testing.assert_array_equal(interpolate_at(values, usable, days, 19023.0),
+                                  expected.reflectance)

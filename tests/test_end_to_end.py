@@ -267,30 +267,52 @@ def test_provenance_bands_read_back_downstream(published, env, scenes, region):
     assert valid.min() >= min(scene_days) and valid.max() <= max(scene_days)
 
 
-def test_generator_mosaic_end_to_end(published, env, region, scenes):
-    """The generator through the same flow: its items carry the model version in the
-    id and processing:software, and fill marks generated pixels."""
-    from flows.regional_mosaic import regional_mosaic
+@pytest.mark.parametrize("method", ["generator", "interpolate_corrected"])
+def test_corrected_mosaic_through_the_demo(published, env, region, method, capsys, tmp_path,
+                                           monkeypatch):
+    """``cloudfree demo --method generator|interpolate_corrected``: the mosaic shows the
+    date nearest the window's middle (2024-06-30, partly cloudy), its gaps filled and fitted
+    to its own clear pixels. Items carry the method (the generator's with its model version,
+    in the id and processing:software) and the tile's chosen correction width; fill marks
+    the filled pixels; every COG is valid."""
+    from cloudfree.correction import SIGMAS_PX
 
-    epsg, bbox, window = region
-    result = regional_mosaic(datetime=window, bbox=list(bbox), epsg=epsg, tile_size_px=TILE_PX,
-                             method="generator", target_date="2024-06-20")
-    tiles = result["tiles"]
-    assert len(tiles) == len(published["tiles"])
-    assert all("-generator-default-" in t["item_id"] for t in tiles)
-    item = Client.open(env.stac_url).get_collection(env.output_collection).get_item(
-        tiles[0]["item_id"]).to_dict()
-    assert "cloudfree-generator" in item["properties"]["processing:software"]
-    classes = {c["name"]: c["value"] for c in item["assets"]["fill"]["classification:classes"]}
-    fills = np.concatenate([
-        _read(env, t["hrefs"]["fill"]).ravel() for t in tiles])
+    monkeypatch.setenv("CLOUDFREE_OUT_DIR", str(tmp_path))
+    assert cli.main(["demo", "--tile-size", str(TILE_PX), "--method", method]) == 0
+    assert (tmp_path / f"quicklook-{method}.png").exists()
+    label = "-generator-default-" if method == "generator" else "-interpolate_corrected-v"
+    printed = capsys.readouterr().out.split("published items:")[1].split("COG URLs:")[0]
+    ids = [line.strip() for line in printed.splitlines() if label in line]
+    assert len(ids) == len(published["tiles"])
+    collection = Client.open(env.stac_url).get_collection(env.output_collection)
+    items = [collection.get_item(iid).to_dict() for iid in ids]
+    expression = items[0]["properties"]["processing:expression"]["expression"]
+    assert expression["method"] == method and expression["frame_date"] == "2024-06-30"
+    assert expression["sigmas_px"] == list(SIGMAS_PX)
+    # a tile where the target date is all cloud has nothing to fit to: not corrected
+    for it in items:
+        chosen = it["properties"]["processing:expression"]["expression"]
+        assert chosen.get("chosen_sigma_px") in (SIGMAS_PX if chosen["corrected"] else (None,))
+    assert any(it["properties"]["processing:expression"]["expression"]["corrected"]
+               for it in items)
+    assert ("cloudfree-generator" in items[0]["properties"]["processing:software"]) == \
+        (method == "generator")
+    classes = {c["name"]: c["value"] for c in items[0]["assets"]["fill"]["classification:classes"]}
+    filled = classes["generated" if method == "generator" else "composited"]
+    fills = np.concatenate([_read(env, it["assets"]["fill"]["href"]).ravel() for it in items])
     values, counts = np.unique(fills, return_counts=True)
-    assert set(values) <= {classes["observed"], classes["generated"]}, dict(zip(values, counts, strict=True))
-    assert (fills == classes["generated"]).any() and (fills == classes["observed"]).any()
-    red = _read(env, tiles[0]["hrefs"]["red"])
+    assert set(values) <= {classes["observed"], filled}, dict(zip(values, counts, strict=True))
+    assert (fills == filled).any() and (fills == classes["observed"]).any()
+    red = _read(env, items[0]["assets"]["red"]["href"])
     assert (red > 0).all(), f"{(red == 0).sum()} unfilled pixels"  # every pixel filled
     # tiles computed at the same time keep their own pixels (no shared task keys)
-    assert not np.array_equal(red, _read(env, tiles[1]["hrefs"]["red"]))
+    assert not np.array_equal(red, _read(env, items[1]["assets"]["red"]["href"]))
+    with rasterio.Env(**env.gdal_env()):
+        for it in items:
+            for asset in it["assets"].values():
+                if asset["href"].endswith(".tif"):
+                    valid, errors, _ = cog_validate(asset["href"], quiet=True)
+                    assert valid, (asset["href"], errors)
 
 
 def _read(settings, href):

@@ -21,6 +21,8 @@ from cloudfree.inference import (
 )
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+#: Correction widths for small test images (overlap 16 px instead of 128).
+SMALL_SIGMAS = (2.0, 4.0)
 
 
 class StandInGenerator(nn.Module):
@@ -173,6 +175,30 @@ def test_all_nan_pixel_series_and_composite_provenance(model_and_card):
     np.testing.assert_array_equal(result.clear_count, np.isfinite(values).all(1).sum(0))
 
 
+def test_network_prediction_uses_no_pixel_of_the_target(model_and_card):
+    """The candidates are predictions of the target frame from the other dates only: the
+    target's own pixels reach the mosaic through the correction, never through the
+    network (which would see what it is scored on)."""
+    from cloudfree.models.method import ALPHAS
+
+    model, card = model_and_card
+    values, days = _series(n_dates=3, height=40, width=48, seed=7)
+    usable = np.isfinite(values).all(axis=1)
+    values = np.where(usable[:, None], values, np.nan).astype(np.float32)
+    changed = values.copy()
+    changed[1] = np.where(usable[1], values[1] * 1.5, np.nan)
+    a, b = (inference.generator_candidates(v, usable, days, BANDS, frame=1, model=model,
+                                           card=card, tile_px=32) for v in (values, changed))
+    assert a.shape == (len(ALPHAS), 6, 40, 48)
+    np.testing.assert_array_equal(a, b)
+    # and the corrected mosaic does follow the target's own (changed) level in its gaps
+    kw = dict(target_day=days[1], model=model, card=card, tile_px=32, sigmas_px=SMALL_SIGMAS)
+    ra = generator_composite_array(values, days, BANDS, **kw).reflectance
+    rb = generator_composite_array(changed, days, BANDS, **kw).reflectance
+    gaps = ~usable[1] & usable.any(axis=0)
+    assert np.nanmean(rb[:, gaps]) > np.nanmean(ra[:, gaps]) + 0.01
+
+
 def _cube(values, days):
     dn = np.where(np.isfinite(values), np.round((values + 0.1) / 1e-4), 0).astype(np.uint16)
     time = pd.to_datetime(days, unit="D")
@@ -188,14 +214,20 @@ def test_lazy_equals_eager_and_matches_composite_schema(model_and_card):
     model, card = model_and_card
     values, days = _series(n_dates=3, height=110, width=124, seed=3)
     reflectance, clear = _cube(values, days)
-    eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096)
+    # narrow correction widths keep the overlap (and so the image) small
+    eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096,
+                                sigmas_px=SMALL_SIGMAS)
     lazy_in = reflectance.chunk({"y": 40, "x": 40}), clear.chunk({"y": 40, "x": 40})
-    lazy = generator_composite(*lazy_in, model=model, card=card, tile_px=48, resources=None)
+    lazy = generator_composite(*lazy_in, model=model, card=card, tile_px=48, resources=None,
+                               sigmas_px=SMALL_SIGMAS)
     assert isinstance(lazy["reflectance"].data, da.Array)
     chunks = lazy["reflectance"].data.chunks
     assert len(chunks[1]) > 1 and len(chunks[2]) > 2  # interior chunks, halos on all sides
     with dask.config.set(scheduler="synchronous"):
         computed = lazy.compute()
+    # one choice of candidate and width for the tile, whatever the chunks
+    assert float(computed["correction_sigma_px"]) == float(eager["correction_sigma_px"])
+    assert int(computed["correction_candidate"]) == int(eager["correction_candidate"])
     reference = composite(reflectance, clear, method="median")
     for name in reference.data_vars:
         assert eager[name].dtype == reference[name].dtype == computed[name].dtype, name
@@ -206,6 +238,7 @@ def test_lazy_equals_eager_and_matches_composite_schema(model_and_card):
     refl_diff = np.abs(computed["reflectance"].values.astype(int) - eager["reflectance"].values)
     assert refl_diff.max() <= 1
     assert computed.attrs["method"] == "generator" and "model_version" in computed.attrs["parameters"]
+    assert computed.attrs["parameters"]["sigmas_px"] == list(SMALL_SIGMAS)
     # observed pixels of the target frame keep their DN
     frame = inference.nearest_frame(days, (days.min() + days.max()) / 2)
     observed = clear.values[frame]
