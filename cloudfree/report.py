@@ -40,6 +40,17 @@ def _rgb(items: Sequence[Mapping[str, Any]], region: Tile, gdal_env: dict | None
     return rgb_uint8(frame[0], frame[1], frame[2])
 
 
+def frame_date(output_items: Sequence[Mapping[str, Any]]) -> str | None:
+    """The acquisition date a single-date mosaic shows (``interpolate_corrected``,
+    ``generator``: ``frame_date`` in ``processing:expression``), else None."""
+    for item in output_items:
+        expression = item["properties"].get("processing:expression") or {}
+        date = (expression.get("expression") or {}).get("frame_date")
+        if date:
+            return str(date)[:10]
+    return None
+
+
 def quicklook(
     source_items: Sequence[Mapping[str, Any]],
     output_items: Sequence[Mapping[str, Any]],
@@ -47,10 +58,11 @@ def quicklook(
     gdal_env: dict | None = None,
     resolution_m: float = 20.0,
 ):
-    """A PIL image: the cloudiest-but-not-overcast input date beside the mosaic, on
-    the same grid, both read back from storage through STAC."""
+    """A PIL image: an input date beside the mosaic, on the same grid, both read back
+    from storage through STAC. The input is the date the mosaic shows when it shows one
+    (:func:`frame_date`), else the cloudiest-but-not-overcast date."""
     region = region_of(output_items, resolution_m=resolution_m)
-    date = pick_cloudy_date(source_items)
+    date = frame_date(output_items) or pick_cloudy_date(source_items)
     scene_items = [it for it in source_items if it["properties"]["datetime"][:10] == date]
     cover = np.mean([it["properties"].get("eo:cloud_cover") or 0 for it in scene_items])
     return side_by_side([
