@@ -88,5 +88,5 @@ def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]],
     path = out / f"quicklook-{method}.png"
     mine = [it for it in found if it["id"] in wanted]
     quicklook(scenes, mine, gdal_env=settings.gdal_env()).save(path)
-    print(f"\nquicklook (a cloudy input scene beside the mosaic): {path.resolve()}")
+    print(f"\nquicklook (an input date beside the mosaic): {path.resolve()}")
     return {"tiles": tiles, "quicklook": str(path)}
