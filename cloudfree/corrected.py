@@ -182,6 +182,25 @@ def choose_from_sums(sums: np.ndarray, *, n_candidates: int, masks: int,
     return correction.best_pair(table, sigmas)
 
 
+def heldout_rmse(sums: np.ndarray, *, index: int, sigma: float, n_candidates: int,
+                 n_bands: int, masks: int, sigmas: Sequence[float]) -> float:
+    """The chosen pair's root-mean-square error on the held-out pixels (reflectance, over
+    bands): what the self-validation measured, an estimate of the error of the filled
+    pixels. NaN when nothing was corrected."""
+    if not np.isfinite(sigma):
+        return float("nan")
+    sums = np.asarray(sums, np.float64).ravel()
+    size = masks * n_candidates * len(sigmas)
+    errors = sums[:size].reshape(masks, n_candidates, len(sigmas))
+    counts = sums[size:size + masks]
+    used = counts >= correction.MIN_PIXELS
+    pixels = counts[used].sum() * n_bands
+    if not pixels:
+        return float("nan")
+    column = int(np.argmin(np.abs(np.asarray(sigmas, np.float64) - sigma)))
+    return float(np.sqrt(errors[used, index, column].sum() / pixels))
+
+
 def corrected_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray, *,
                     frame: int, index: int, sigma: float) -> np.ndarray:
     """(C, h, w) float64: candidate ``index`` plus its residual spread at ``sigma`` (NaN:
@@ -265,9 +284,10 @@ def _corrected_block(observed_dn, usable, candidates, sums, *, frame, day, fill,
     return out
 
 
-def _choice_block(sums, **kw) -> np.ndarray:
+def _choice_block(sums, *, n_bands: int, **kw) -> np.ndarray:
     index, sigma = choose_from_sums(sums, **kw)
-    return np.array([index, sigma], np.float64)
+    rmse = heldout_rmse(sums, index=index, sigma=sigma, n_bands=n_bands, **kw)
+    return np.array([index, sigma, rmse], np.float64)
 
 
 def _core_flags(rows: np.ndarray, block_info: dict | None = None, *,
@@ -308,9 +328,9 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         seed, masks, sigmas: the self-validation (:func:`validation_sums`).
 
     Returns:
-        ``(stack, choice)``: the stack (DN, clear count, source day, fill) and a (2,)
-        float64 array ``[candidate index, sigma px]`` (sigma NaN: too few clear pixels to
-        correct). Dask arrays when any input is one (nothing computed), else numpy.
+        ``(stack, choice)``: the stack (DN, clear count, source day, fill) and a (3,)
+        float64 array ``[candidate index, sigma px, held-out RMSE]`` (sigma and RMSE NaN:
+        too few clear pixels to correct; :func:`heldout_rmse`). Dask arrays when any input is one (nothing computed), else numpy.
     """
     sigmas = _check_sigmas(sigmas)
     n_candidates = candidates.shape[0]
@@ -327,7 +347,8 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         everything = np.ones(height, bool), np.ones(width, bool)
         sums = _sums_block(reflectance[frame], usable, candidates, (~usable).mean(axis=(1, 2)),
                            np.arange(height), np.arange(width), *everything, **plan)[0, 0]
-        choice = _choice_block(sums, n_candidates=n_candidates, masks=masks, sigmas=sigmas)
+        choice = _choice_block(sums, n_candidates=n_candidates, n_bands=candidates.shape[1],
+                               masks=masks, sigmas=sigmas)
         return _corrected_block(reflectance[frame], usable, candidates, sums, **finish), choice
 
     import dask.array as da
@@ -365,8 +386,9 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
                            new_axes={"z": refl.shape[1] + 3}, concatenate=True,
                            meta=_meta(3, np.float32))
     stacked = da.overlap.trim_internal(stacked, {0: 0, 1: depth_y, 2: depth_x}, boundary="none")
-    choice = sums.map_blocks(partial(_choice_block, n_candidates=n_candidates, masks=masks,
-                                     sigmas=sigmas), chunks=((2,),), meta=_meta(1, np.float64))
+    choice = sums.map_blocks(partial(_choice_block, n_candidates=n_candidates,
+                                     n_bands=cand.shape[1], masks=masks, sigmas=sigmas),
+                             chunks=((3,),), meta=_meta(1, np.float64))
     return stacked, choice
 
 
@@ -397,7 +419,8 @@ def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, n
     out = stacked_to_dataset(stacked, reflectance, n_bands=reflectance.sizes["band"],
                              nodata=nodata)
     out = out.assign_coords(correction_candidate=((), choice[0]),
-                            correction_sigma_px=((), choice[1]))
+                            correction_sigma_px=((), choice[1]),
+                            correction_heldout_rmse=((), choice[2]))
     json.dumps(parameters)  # written into processing:*; fail here, not there
     out.attrs.update(method=method, parameters=parameters, nodata=nodata)
     return out
@@ -406,8 +429,10 @@ def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, n
 def record_choice(result: xr.Dataset) -> xr.Dataset:
     """A computed corrected mosaic with its choice moved from coordinates into
     ``attrs["parameters"]`` for the STAC item: ``corrected`` (False when the target date
-    had too few clear pixels to fit to), ``chosen_candidate`` by name and
-    ``chosen_sigma_px`` (None when not corrected). Other datasets pass through."""
+    had too few clear pixels to fit to), ``chosen_candidate`` by name,
+    ``chosen_sigma_px`` and ``heldout_rmse`` (reflectance; the self-validation's error of
+    that choice, an estimate of the filled pixels' error; None when not corrected). Other
+    datasets pass through."""
     if "correction_sigma_px" not in result.coords:
         return result
     parameters = dict(result.attrs.get("parameters", {}))
@@ -417,7 +442,10 @@ def record_choice(result: xr.Dataset) -> xr.Dataset:
     parameters["corrected"] = bool(np.isfinite(sigma))
     parameters["chosen_candidate"] = names[index] if index < len(names) else index
     parameters["chosen_sigma_px"] = sigma if np.isfinite(sigma) else None
-    out = result.drop_vars(["correction_candidate", "correction_sigma_px"])
+    rmse = float(result.coords["correction_heldout_rmse"])
+    parameters["heldout_rmse"] = round(rmse, 5) if np.isfinite(rmse) else None
+    out = result.drop_vars(["correction_candidate", "correction_sigma_px",
+                            "correction_heldout_rmse"])
     out.attrs = {**result.attrs, "parameters": parameters}
     return out
 

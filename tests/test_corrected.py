@@ -163,6 +163,23 @@ def test_removes_the_per_date_bias_that_interpolation_keeps():
     assert fitted < 0.3 * plain
 
 
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_heldout_rmse_estimates_the_error_in_the_gaps(seed):
+    """The self-validation's error of the chosen pair, recorded for the item, is within a
+    factor of three of the true RMSE of the filled pixels. On these synthetic cubes it is
+    conservative (1.3 to 2.2 times the true error)."""
+    reflectance, clear, truth = biased_cube(size=96, seed=seed)
+    frame = _frame(reflectance)
+    gaps = ~clear.values[frame]
+    out = record_choice(interpolate_corrected_composite(reflectance, clear).compute())
+    refl = out["reflectance"].values * 1e-4 - 0.1
+    actual = float(np.sqrt(((refl - truth[frame])[:, gaps] ** 2).mean()))
+    estimate = out.attrs["parameters"]["heldout_rmse"]
+    print(f"held-out RMSE {estimate:.5f}, actual gap RMSE {actual:.5f}")
+    assert actual / 3 <= estimate <= 3 * actual
+    assert "correction_heldout_rmse" not in out.coords
+
+
 def test_nodata_where_no_date_saw_the_pixel_and_provenance():
     reflectance, clear, _ = biased_cube(size=48)
     frame = _frame(reflectance)
@@ -195,6 +212,7 @@ def test_a_single_date_is_its_own_clear_pixels():
     visible = clear.values[0]
     assert np.isnan(float(out["correction_sigma_px"]))  # nothing to correct with
     assert record_choice(out).attrs["parameters"]["corrected"] is False
+    assert record_choice(out).attrs["parameters"]["heldout_rmse"] is None
     np.testing.assert_array_equal(out["fill"].values, np.where(visible, FILL_OBSERVED, FILL_NODATA))
     np.testing.assert_array_equal(out["reflectance"].values,
                                   np.where(visible, reflectance.values[0], 0))
