@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -427,6 +428,22 @@ def prepare_cube(reflectance: xr.DataArray, clear: xr.DataArray,
     return reflectance, clear, days, target_day
 
 
+def dask_cube(reflectance: xr.DataArray, clear: xr.DataArray, *,
+              align: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+              ) -> tuple[Any, Any, tuple[tuple[int, ...], ...]]:
+    """Dask arrays of a cube with time and band whole per chunk: ``(reflectance, clear
+    (bool), spatial chunks)``. The spatial chunks are those of whichever input is
+    dask-backed, passed through ``align`` per axis when given."""
+    import dask.array as da
+
+    refl_data, clear_data = da.asarray(reflectance.data), da.asarray(clear.data)
+    spatial = (refl_data if reflectance.chunks is not None else clear_data).chunks[-2:]
+    if align is not None:
+        spatial = tuple(align(c) for c in spatial)
+    return (refl_data.rechunk((-1, -1, *spatial)),
+            clear_data.astype(bool).rechunk((-1, *spatial)), spatial)
+
+
 def stacked_to_dataset(stacked: Any, reflectance: xr.DataArray, *, n_bands: int,
                        nodata: int) -> xr.Dataset:
     """The output dataset from a (bands + 3, y, x) float stack of reflectance DN, clear
@@ -494,10 +511,7 @@ def composite(
     if lazy:
         import dask.array as da
 
-        refl_data, clear_data = da.asarray(reflectance.data), da.asarray(clear.data)
-        spatial = (refl_data if reflectance.chunks is not None else clear_data).chunks[-2:]
-        refl_data = refl_data.rechunk((-1, -1, *spatial))
-        clear_data = clear_data.astype(bool).rechunk((-1, *spatial))
+        refl_data, clear_data, spatial = dask_cube(reflectance, clear)
         args: list[Any] = [refl_data, "tbyx", clear_data, "tyx"]
         if method == "bap" and checked["cloud_weight"] > 0:
             cap = checked["cloud_distance_px"]

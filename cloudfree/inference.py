@@ -47,6 +47,7 @@ from cloudfree.composite import (
     FILL_OBSERVED,
     Composite,
     _target_day,
+    dask_cube,
     prepare_cube,
     usable_block,
 )
@@ -461,14 +462,11 @@ def generator_composite(
         import dask
         import dask.array as da
 
-        refl_data, clear_data = da.asarray(reflectance.data), da.asarray(clear.data)
-        spatial = (refl_data if reflectance.chunks is not None else clear_data).chunks[-2:]
         # one chunking for the network and the correction: on the df grid, and wide enough
         # for either overlap
         depth = max(halo, kernel_radius(max(sigmas_px)))
-        spatial = tuple(aligned_chunks(c, factor=factor, depth=depth) for c in spatial)
-        refl_data = refl_data.rechunk((-1, -1, *spatial))
-        clear_data = clear_data.astype(bool).rechunk((-1, *spatial))
+        refl_data, clear_data, spatial = dask_cube(
+            reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth))
         # a single chunk along an axis has no neighbour to borrow from
         depth_y, depth_x = (halo if len(c) > 1 else 0 for c in spatial)
         annotations = _resolve_resources(resources)
