@@ -1,14 +1,13 @@
-"""The generator as an evaluation method, with the residual correction on the series itself.
+"""The generator as an evaluation method: the pretrained network, then test-time training.
 
 For a target frame: the nearest frames in time (a window of up to ``max_frames``) go
-through the generator with the target hidden entirely, so its prediction of the target
-uses no target pixel. Then the correction of :mod:`cloudfree.correction` (the same one the
-non-learned ``interpolate_corrected`` gets) fits that prediction to the target's *visible*
-pixels: the residual is spread into the gaps, with a width chosen by self-validation on
-visible pixels. The share of the network's learned residual over its temporal prior (0,
-0.5 or 1) is chosen the same way, which guards against a network that does worse than its
-prior on an unfamiliar series. With share 0 the result is the non-learned method; the
-evaluation reports both side by side, so what the network adds is visible.
+through the pretrained generator with the target hidden entirely, so its prediction of
+the target uses no target pixel. Then a small head (:mod:`cloudfree.models.adapt`) is
+trained on the target's *visible* pixels to predict the target from the nearest dates,
+the interpolation prior and that prediction, and predicts the gaps; no hidden pixel takes
+part. Last, the correction of :mod:`cloudfree.correction` (the one the non-learned
+``interpolate_corrected`` gets) spreads what is left of the residual on the visible pixels
+into the gaps. ``generator_no_tta`` is the pretrained network alone, for the ablation.
 """
 
 from __future__ import annotations
@@ -20,11 +19,9 @@ import numpy as np
 import torch
 
 from cloudfree import correction
-from cloudfree.models.generator import Generator, temporal_prior
+from cloudfree.models import adapt as adapt_module
+from cloudfree.models.generator import Generator
 from cloudfree.models.registry import ModelCard, load_generator, prepare_inputs, restore_outputs
-
-#: Shares of the network's residual (on the temporal prior) tried by the correction.
-ALPHAS = (0.0, 0.5, 1.0)
 
 
 @lru_cache(maxsize=4)
@@ -50,36 +47,35 @@ def _pad(array: np.ndarray, factor: int) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
-                   target: int, band_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The generator's (C, H, W) reflectance for frame ``target``, hiding all of it, and
-    the temporal prior the generator starts from (its input, before the network)."""
+                   target: int, band_names: Sequence[str]) -> np.ndarray:
+    """The pretrained network's (C, H, W) reflectance for frame ``target``, hiding all of it."""
     hidden = series.copy()
     hidden[target] = np.nan
     padded, (h, w) = _pad(hidden, model.downsample_factor)
     inputs = prepare_inputs(padded, days, band_names, card)
     with torch.no_grad():
         out = model(**inputs)
-        present = inputs["band_present"][:, None, :, None, None]
-        prior = temporal_prior(inputs["values"] * present, inputs["clear"], inputs["doy"])
-    return (restore_outputs(out, band_names, card)[target, :, :h, :w],
-            restore_outputs(prior, band_names, card)[target, :, :h, :w])
+    return restore_outputs(out, band_names, card)[target, :, :h, :w]
 
 
 def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
                 target: int, band_names: Sequence[str], *, max_frames: int = 8,
                 adapt: bool = True, seed: int = 0) -> np.ndarray:
-    """(C, H, W) reconstruction of ``series[target]``; its finite pixels pass through."""
+    """(C, H, W) reconstruction of ``series[target]``; its finite pixels pass through.
+
+    ``adapt``: test-time training (:mod:`cloudfree.models.adapt`) on the target's visible
+    pixels, then the residual correction; without it, the pretrained network alone."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
+    visible = np.isfinite(series[target]).all(axis=0)
     frames = select_frames(series, days, target, max_frames)
     local = int(np.flatnonzero(frames == target)[0])
-    generated, prior = generate_frame(model, card, series[frames], days[frames], local,
-                                      band_names)
+    generated = generate_frame(model, card, series[frames], days[frames], local, band_names)
     if not adapt:
-        visible = np.isfinite(series[target]).all(axis=0)
         return np.nan_to_num(np.where(visible[None], series[target], generated)).astype(np.float32)
-    candidates = [prior + alpha * (generated - prior) for alpha in ALPHAS]
-    filled, _, _ = correction.correct_target(candidates, series, target, seed=seed)
+    adapted = correction.fill_with_series_median(
+        adapt_module.adapted_frame(series, days, target, extra=generated, seed=seed), series)
+    filled, _, _ = correction.correct_target([adapted], series, target, seed=seed)
     return np.nan_to_num(filled).astype(np.float32)
 
 

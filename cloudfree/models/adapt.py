@@ -1,0 +1,401 @@
+"""Test-time training: a small network fitted to the target date's own clear pixels.
+
+The generator fills a target date from the other dates. How a pixel's reflectance on the
+target date follows from its reflectance on the neighbouring dates (phenology since then,
+harvest, haze, a different sun angle) is particular to that date and that place, and the
+target date's clear pixels show it: every clear pixel is a training pair, *other dates ->
+target date*, of exactly the mapping the gaps need. So for every tile and target date a
+small convolutional network (:class:`SeriesHead`: 3 x 3, then two 1 x 1 layers, ReLU-like
+GELU) is trained from scratch on those pairs, and predicts the gaps. The issue's protocol
+allows it: it uses only what the method is given, and no hidden pixel takes part.
+
+**Inputs** (:func:`features`): the ``FEATURE_FRAMES`` dates nearest the target with at
+least ``MIN_CLEAR`` of the tile usable, every band (their own gaps filled by linear
+interpolation in time among them, else the prior), and the *prior*: linear interpolation
+in time at the target date from all other dates. None of them contains a target pixel.
+**Output**: ``prior + head(inputs)``, a residual on the prior.
+
+**Training** (:func:`fit_head`): full-batch AdamW on the L1 error over up to
+``MAX_SAMPLES`` clear pixels, picked by a hash of their global (row, column) at a rate
+fixed by the tile's size, so a chunked run picks the same pixels as a whole-array run and
+trains the same network (samples in the same order, the same seed). ``STEPS`` steps.
+
+Measured on the real cases (``cloudfree evaluate``, seeds 0-2; see the README), this is
+what makes the generator better than every non-learned method: the pretrained temporal
+network's prediction, given as one more input, did not improve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cloudfree.composite import interpolate_at, usable_block
+
+#: Dates (other than the target) the head sees: the nearest in time that are usable enough.
+FEATURE_FRAMES = 6
+#: A date is an input when at least this share of the tile is usable on it.
+MIN_CLEAR = 0.3
+#: Width of the head's hidden layers.
+HIDDEN = 64
+#: Full-batch training steps, and the AdamW settings.
+STEPS = 300
+LEARNING_RATE = 3e-3
+WEIGHT_DECAY = 1e-4
+#: At most about this many clear pixels train the head of one tile.
+MAX_SAMPLES = 40_000
+#: Fewer training pixels than this and there is no head: the prior stands.
+MIN_SAMPLES = 50
+#: The head's reach (its 3 x 3 layer): the halo a chunked run needs.
+HALO_PX = 1
+
+
+def head_parameters() -> dict[str, Any]:
+    """The head's settings, for ``processing:*`` of the items it made."""
+    return {"input_dates": FEATURE_FRAMES, "min_clear": MIN_CLEAR, "hidden": HIDDEN,
+            "kernel_px": 2 * HALO_PX + 1, "steps": STEPS, "learning_rate": LEARNING_RATE,
+            "max_samples": MAX_SAMPLES, "loss": "L1 on the target date's clear pixels"}
+
+
+def feature_frames(cloud_fraction: np.ndarray, days: np.ndarray, target: int, *,
+                   count: int = FEATURE_FRAMES, min_clear: float = MIN_CLEAR) -> np.ndarray:
+    """Indices of the input dates, in time order: the ``count`` dates nearest ``target``
+    in time (ties: the earlier) whose usable share of the tile is at least ``min_clear``.
+
+    Decided from per-frame cloud fractions of the whole tile, so every chunk decides the
+    same."""
+    fraction = np.asarray(cloud_fraction, np.float64)
+    days = np.asarray(days, np.float64)
+    pool = [i for i in range(len(days)) if i != target and 1.0 - fraction[i] >= min_clear]
+    pool.sort(key=lambda i: (abs(days[i] - days[target]), days[i]))
+    chosen = np.asarray(sorted(pool[:count], key=lambda i: (days[i], i)), dtype=int)
+    return chosen
+
+
+def prior_frame(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
+                target: int) -> np.ndarray:
+    """(C, H, W) linear interpolation in time at ``days[target]`` from the other dates (NaN
+    where none is usable)."""
+    others = np.delete(np.arange(len(days)), target)
+    if not others.size:
+        return np.full(values.shape[1:], np.nan, np.float32)
+    return interpolate_at(values[others], usable[others], np.asarray(days)[others],
+                          float(days[target])).astype(np.float32)
+
+
+def features(values: np.ndarray, usable: np.ndarray, days: np.ndarray, target: int,
+             frames: Sequence[int], extra: np.ndarray | None = None, *,
+             slots: int = FEATURE_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """The head's inputs for a (T, C, H, W) stack (NaN exactly where not ``usable``):
+    ``(features ((slots + 1 [+ 1]) * C, H, W) float32, prior (C, H, W))``: ``slots``
+    input dates (fewer ``frames`` than that: zeros fill the rest, so the width is known
+    before the frames are chosen), then the prior;
+    ``extra`` (C, H, W) is one more input (the pretrained network's prediction of the
+    target), NaN taken as the prior.
+
+    Pixelwise, so a chunk computes exactly what the whole array does. The input dates'
+    gaps are filled by interpolation among the other input dates, else by the prior; the
+    prior's own gaps (no other date usable) are 0 in the features and NaN in ``prior``."""
+    days = np.asarray(days, np.float64)
+    prior = prior_frame(values, usable, days, target)
+    fallback = np.nan_to_num(prior)
+    frames = [int(f) for f in frames]
+    parts = []
+    for frame in frames:
+        own = values[frame]
+        gaps = ~usable[frame]
+        if gaps.any():
+            rest = [f for f in frames if f != frame]
+            fill = (interpolate_at(values[rest], usable[rest], days[rest], float(days[frame]))
+                    if rest else np.full_like(own, np.nan))
+            fill = np.where(np.isfinite(fill), fill, fallback)
+            own = np.where(gaps[None], fill, own)
+        parts.append(own)
+    # a fixed width; an empty slot is constant, so standardised it is 0 and adds nothing
+    parts += [np.zeros_like(fallback)] * (slots - len(frames))
+    parts.append(fallback)
+    if extra is not None:
+        parts.append(np.where(np.isfinite(extra), extra, fallback))
+    return np.concatenate(parts).astype(np.float32), prior
+
+
+def sample_mask(train: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, rate: float,
+                seed: int) -> np.ndarray:
+    """The training pixels of ``train`` (h, w) picked at ``rate`` by a hash of their global
+    ``rows`` and ``cols``: the same pixels whichever chunk they are in."""
+    if rate >= 1.0:
+        return train.copy()
+    key = (rows.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+           ^ cols.astype(np.uint64)[None, :] * np.uint64(0xC2B2AE3D27D4EB4F)
+           ^ np.uint64(seed) * np.uint64(0x165667B19E3779F9))
+    key ^= key >> np.uint64(29)
+    key *= np.uint64(0xBF58476D1CE4E5B9)
+    key ^= key >> np.uint64(32)
+    return train & ((key >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 < rate)
+
+
+def sample_rate(height: int, width: int, max_samples: int = MAX_SAMPLES) -> float:
+    """The share of a tile's clear pixels that train its head (from the tile's size)."""
+    return min(1.0, max_samples / float(height * width))
+
+
+def samples(feats: np.ndarray, prior: np.ndarray, observed: np.ndarray,
+            picked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training pairs at the ``picked`` pixels, in row-major order: ``(inputs (N, F, 3,
+    3), prior (N, C), observed (N, C))``. ``feats`` must carry a halo of :data:`HALO_PX`
+    around ``picked`` (or reach the image edge, which is reflected, as in :func:`predict`)."""
+    padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
+    rows, cols = np.nonzero(picked)
+    window = np.stack([padded[:, rows + dy, cols + dx] for dy in range(3) for dx in range(3)],
+                      axis=-1)  # (F, N, 9)
+    inputs = window.transpose(1, 0, 2).reshape(len(rows), feats.shape[0], 3, 3)
+    return (inputs.astype(np.float32), prior[:, rows, cols].T.astype(np.float32),
+            observed[:, rows, cols].T.astype(np.float32))
+
+
+class SeriesHead(nn.Module):
+    """3 x 3 conv, GELU, 1 x 1, GELU, 1 x 1: a residual on the prior, from the features
+    (standardised with the training samples' mean and standard deviation). A feature that
+    was constant over the samples (an empty input slot) has std ``inf``: it is skipped,
+    which is what a standardised 0 would contribute, at no cost."""
+
+    def __init__(self, n_features: int, n_bands: int, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.net = nn.Sequential(nn.Conv2d(n_features, hidden, 3), nn.GELU(),
+                                 nn.Conv2d(hidden, hidden, 1), nn.GELU(),
+                                 nn.Conv2d(hidden, n_bands, 1))
+
+    def _first(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.isfinite(self.std)
+        x = (feats[:, keep] - self.mean[keep, None, None]) / self.std[keep, None, None]
+        return x, self.net[0].weight[:, keep]
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, F, h + 2, w + 2) features -> (B, C, h, w) residual."""
+        x, weight = self._first(feats)
+        return self.net[1:](nn.functional.conv2d(x, weight, self.net[0].bias))
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """(N, F, 3, 3) windows -> (N, C) residual at their centres: :meth:`forward` as
+        matrix products (the same weights; much faster than convolving 3 x 3 inputs)."""
+        x, weight = self._first(patches)
+        x = nn.functional.linear(x.flatten(1), weight.flatten(1), self.net[0].bias)
+        for layer in self.net[1:]:
+            if isinstance(layer, nn.Conv2d):
+                x = nn.functional.linear(x, layer.weight.flatten(1), layer.bias)
+            else:
+                x = layer(x)
+        return x
+
+
+def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, seed: int = 0,
+             steps: int = STEPS, device: str = "cpu") -> SeriesHead | None:
+    """Train a :class:`SeriesHead` on the pairs of :func:`samples` (L1 on ``prior + head``
+    against ``observed``). ``None`` with fewer than :data:`MIN_SAMPLES` pairs."""
+    if len(inputs) < MIN_SAMPLES:
+        return None
+    torch.manual_seed(seed)
+    head = SeriesHead(inputs.shape[1], observed.shape[1])
+    x = torch.from_numpy(inputs).to(device)
+    centre = x[:, :, 1, 1]
+    std = centre.std(dim=0)
+    head.mean.copy_(centre.mean(dim=0).cpu())
+    head.std.copy_(torch.where(std > 0, std.clamp_min(1e-4), torch.inf).cpu())
+    head = head.to(device)
+    base = torch.from_numpy(prior).to(device)
+    target = torch.from_numpy(observed).to(device)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    for _ in range(steps):
+        out = base + head.forward_patches(x)
+        loss = (out - target).abs().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return head.cpu().eval()
+
+
+def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """(C, H, W) float32 ``prior + head(features)``; the image edge reflected (a chunk with
+    a halo of :data:`HALO_PX` gets its core exactly). Without a head: the prior."""
+    if head is None:
+        return prior.astype(np.float32)
+    padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
+    with torch.inference_mode():
+        residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0].numpy()
+    return (prior + residual).astype(np.float32)
+
+
+def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
+                  extra: np.ndarray | None = None, train: np.ndarray | None = None,
+                  seed: int = 0,
+                  max_samples: int = MAX_SAMPLES, device: str = "cpu") -> np.ndarray:
+    """The whole-array run: (C, H, W) prediction of ``values[target]`` from the other
+    dates of a (T, C, H, W) reflectance stack (NaN = unusable), by a head trained on the
+    target's usable pixels (or on ``train``, a subset of them); ``extra`` as in
+    :func:`features`. NaN where no other date was usable."""
+    values = np.asarray(values, np.float32)
+    usable = np.isfinite(values).all(axis=1)
+    frames = feature_frames((~usable).mean(axis=(1, 2)), days, target)
+    feats, prior = features(values, usable, days, target, frames, extra)
+    pick = usable[target] if train is None else usable[target] & train
+    height, width = pick.shape
+    picked = sample_mask(pick & np.isfinite(prior).all(axis=0), np.arange(height),
+                         np.arange(width), rate=sample_rate(height, width, max_samples),
+                         seed=seed)
+    head = fit_head(*samples(feats, prior, values[target], picked), seed=seed, device=device)
+    return predict(head, feats, prior)
+
+
+# --------------------------------------------------------------------------- dask cubes
+
+
+def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndarray,
+                    cloud_fraction: np.ndarray, *, days: np.ndarray, frame: int,
+                    nodata: int) -> np.ndarray:
+    """DN (T, C, h, w), clear (T, h, w), the network's (C, h, w) and the tile's cloud
+    fractions -> (F + 2 C, h, w): the features, the prior, the target's observed values
+    (NaN where not usable)."""
+    from cloudfree.corrected import to_reflectance
+
+    usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
+    values = to_reflectance(reflectance)
+    np.copyto(values, np.float32(np.nan), where=~usable[:, None])
+    frames = feature_frames(cloud_fraction, days, frame)
+    feats, prior = features(values, usable, days, frame, frames, network)
+    return np.concatenate([feats, prior, values[frame]]).astype(np.float32)
+
+
+def _split(stack: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return stack[:-2 * n_bands], stack[-2 * n_bands:-n_bands], stack[-n_bands:]
+
+
+def _samples_block(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_core: np.ndarray,
+                   col_core: np.ndarray, *, n_bands: int, width: int, rate: float, seed: int
+                   ) -> tuple[np.ndarray, ...]:
+    """One halo'd chunk's training pairs over its core, with their global linear index."""
+    feats, prior, observed = _split(stack, n_bands)
+    train = (np.isfinite(observed).all(axis=0) & np.isfinite(prior).all(axis=0)
+             & row_core[:, None] & col_core[None, :])
+    picked = sample_mask(train, rows, cols, rate=rate, seed=seed)
+    r, c = np.nonzero(picked)
+    return (rows[r].astype(np.int64) * width + cols[c], *samples(feats, prior, observed, picked))
+
+
+def _flat(head: SeriesHead | None, size: int) -> np.ndarray:
+    if head is None:
+        return np.full(size, np.nan, np.float32)
+    return torch.cat([t.detach().flatten() for t in head.state_dict().values()]).numpy()
+
+
+def _unflat(params: np.ndarray, n_features: int, n_bands: int) -> SeriesHead | None:
+    if np.isnan(params).all():  # no head (see _flat); inf marks skipped features
+        return None
+    head = SeriesHead(n_features, n_bands)
+    state, start = {}, 0
+    for key, value in head.state_dict().items():
+        state[key] = torch.from_numpy(params[start:start + value.numel()].copy()).view_as(value)
+        start += value.numel()
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def head_size(n_features: int, n_bands: int) -> int:
+    """Length of a :class:`SeriesHead`'s flat parameters (what the training task returns)."""
+    return sum(v.numel() for v in SeriesHead(n_features, n_bands).state_dict().values())
+
+
+def _train_block(parts: Sequence[tuple[np.ndarray, ...]], *, n_features: int, n_bands: int,
+                 seed: int, device: str | None) -> np.ndarray:
+    """All chunks' pairs, in global pixel order (as a whole-array run has them) -> the
+    trained head's flat parameters (NaN: too few pairs, no head)."""
+    index = np.concatenate([p[0] for p in parts])
+    order = np.argsort(index, kind="stable")
+    inputs, prior, observed = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2, 3))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    head = fit_head(inputs, prior, observed, seed=seed, device=device)
+    return _flat(head, head_size(n_features, n_bands))
+
+
+def _apply_block(stack: np.ndarray, params: np.ndarray, *, n_features: int,
+                 n_bands: int) -> np.ndarray:
+    feats, prior, _ = _split(stack, n_bands)
+    return predict(_unflat(params, n_features, n_bands), feats, prior)
+
+
+def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
+                   frame: int, nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
+                   device: str | None = None) -> Any:
+    """(1, C, H, W) float32: the test-time head's prediction of frame ``frame`` of a (T, C,
+    H, W) DN cube from its other dates and ``network`` (C, H, W), trained on the frame's
+    clear pixels (:func:`adapted_frame` on DN cubes).
+
+    Lazy when any input is a dask array (nothing is computed): one task gathers the
+    chunks' training pairs and trains the tile's head; every chunk then applies it with a
+    halo of :data:`HALO_PX` (chunks as given, each at least that wide). The pairs are the
+    same, in the same order, as in a whole-array run, so chunked equals whole up to float
+    error. ``device``: where the head trains (default: CUDA when the worker has it)."""
+    days = np.asarray(days, np.float64)
+    n_bands = reflectance.shape[1]
+    height, width = reflectance.shape[-2:]
+    n_features = (FEATURE_FRAMES + 2) * n_bands
+    block = dict(days=days, frame=frame, nodata=nodata)
+    sample_kw = dict(n_bands=n_bands, width=width, seed=seed,
+                     rate=sample_rate(height, width, max_samples))
+    train_kw = dict(n_features=n_features, n_bands=n_bands, seed=seed, device=device)
+    apply_kw = dict(n_features=n_features, n_bands=n_bands)
+    if not any(hasattr(a, "dask") for a in (reflectance, clear, network)):
+        reflectance = np.asarray(reflectance)
+        clear = np.asarray(clear, bool)
+        fraction = (~usable_block(reflectance, clear, nodata=nodata)).mean(axis=(1, 2))
+        stack = _features_block(reflectance, clear, np.asarray(network, np.float32), fraction,
+                                **block)
+        everything = np.ones(height, bool), np.ones(width, bool)
+        part = _samples_block(stack, np.arange(height), np.arange(width), *everything,
+                              **sample_kw)
+        return _apply_block(stack, _train_block([part], **train_kw), **apply_kw)[None]
+
+    import dask
+    import dask.array as da
+
+    from cloudfree.corrected import _global_index, _meta
+
+    refl = da.asarray(reflectance)
+    spatial = refl.chunks[-2:]
+    clear = da.asarray(clear).astype(bool).rechunk((-1, *spatial))
+    network = da.asarray(network).astype(np.float32).rechunk((-1, *spatial))
+    usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
+                          "tyx", concatenate=True, meta=_meta(3, bool))
+    fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
+    stack = da.blockwise(partial(_features_block, **block), "zyx", refl, "tbyx", clear, "tyx",
+                         network, "byx", fraction, "t", new_axes={"z": n_features + 2 * n_bands},
+                         concatenate=True, meta=_meta(3, np.float32))
+    # a single chunk along an axis has no neighbour to borrow from
+    depth_y, depth_x = (HALO_PX if len(c) > 1 else 0 for c in spatial)
+    stack_h = da.overlap.overlap(stack, depth={0: 0, 1: depth_y, 2: depth_x},
+                                 boundary="none", allow_rechunk=False)
+    rows, row_core = _global_index(spatial[0], depth_y)
+    cols, col_core = _global_index(spatial[1], depth_x)
+    blocks = stack_h.to_delayed(optimize_graph=False)[0]
+    sample = dask.delayed(partial(_samples_block, **sample_kw), pure=True)
+    parts = [sample(blocks[i, j], r, c, rc, cc)
+             for i, (r, rc) in enumerate(zip(rows.to_delayed(optimize_graph=False),
+                                             row_core.to_delayed(optimize_graph=False),
+                                             strict=True))
+             for j, (c, cc) in enumerate(zip(cols.to_delayed(optimize_graph=False),
+                                             col_core.to_delayed(optimize_graph=False),
+                                             strict=True))]
+    trained = dask.delayed(partial(_train_block, **train_kw), pure=True)(parts)
+    params = da.from_delayed(trained, shape=(head_size(n_features, n_bands),),
+                             dtype=np.float32)
+    out = da.blockwise(partial(_apply_block, **apply_kw), "byx", stack_h, "zyx", params, "p",
+                       new_axes={"b": n_bands}, concatenate=True, meta=_meta(3, np.float32))
+    out = da.overlap.trim_internal(out, {0: 0, 1: depth_y, 2: depth_x}, boundary="none")
+    return out[None]
