@@ -58,8 +58,6 @@ from cloudfree.corrected import (
     correct_stack,
     corrected_dataset,
     correction_parameters,
-    interpolation_candidate,
-    interpolation_candidates,
     iso_day,
     nearest_frame,
     to_reflectance,
@@ -286,27 +284,13 @@ def fill_series(
     return np.where(missing, restored, values).astype(np.float32, copy=False)
 
 
-def generator_candidates(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
-                         band_names: Sequence[str], *, frame: int,
-                         alphas: Sequence[float] | None = None, **fill_kw: Any) -> np.ndarray:
-    """(K, C, H, W) float32 predictions of frame ``frame`` that use none of its pixels:
-    ``prior + alpha * (network - prior)`` for each alpha (default
-    :data:`cloudfree.models.method.ALPHAS`).
-
-    ``network`` is :func:`fill_series` with the whole frame hidden. ``prior`` is the linear
-    interpolation in time from the other dates (:func:`cloudfree.corrected.interpolation_candidate`):
-    the generator's own in-graph :func:`~cloudfree.models.generator.temporal_prior` is
-    the same interpolation (in normalised units, an affine map of reflectance), so the
-    network's share is measured against the non-learned ``interpolate_corrected``'s
-    starting point; alpha 0 *is* that method. ``values`` is NaN exactly where not ``usable``.
-    """
-    if alphas is None:
-        from cloudfree.models.method import ALPHAS as alphas
-    hidden = values.copy()
-    hidden[frame] = np.nan  # the network sees no pixel of the target date
-    network = fill_series(hidden, days, band_names, **fill_kw)[frame]
-    prior = interpolation_candidate(values, usable, days, frame)
-    return np.stack([prior + np.float32(a) * (network - prior) for a in alphas])
+def network_prediction(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], *,
+                       frame: int, **fill_kw: Any) -> np.ndarray:
+    """(C, H, W) float32: the pretrained network's prediction of frame ``frame`` made with
+    that frame hidden entirely (:func:`fill_series`), so it uses none of its pixels."""
+    hidden = np.array(values, np.float32)
+    hidden[frame] = np.nan
+    return fill_series(hidden, days, band_names, **fill_kw)[frame]
 
 
 def generator_composite_array(
@@ -350,8 +334,11 @@ def generator_composite_array(
     if visible.all():
         filled = values[frame]
     else:
-        candidates = generator_candidates(values, usable, days, band_names, frame=frame,
-                                          model=model, card=card, **kw)
+        from cloudfree.models.adapt import adapted_frame
+
+        network = network_prediction(values, days, band_names, frame=frame, model=model,
+                                     card=card, **kw)
+        candidates = adapted_frame(values, days, frame, extra=network, seed=seed)[None]
         filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
                                      sigmas=sigmas_px)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
@@ -416,10 +403,13 @@ def generator_composite(
 
     What the evaluation measures as the generator's method: the target frame (the date
     nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
-    predicts the frame with the frame hidden entirely, and the best of
-    :func:`generator_candidates` (the network's share 0, 0.5 or 1 over the interpolation
-    prior) is fitted to the frame's own clear pixels by the residual correction, with
-    candidate and width chosen once per tile (:mod:`cloudfree.corrected`).
+    predicts the frame with the frame hidden entirely; a small head is trained on the
+    frame's clear pixels from the other dates and that prediction, once per tile
+    (:func:`cloudfree.models.adapt.head_candidate`), and predicts the gaps; its prediction
+    is fitted to the frame's own clear pixels by the residual correction, with the width
+    chosen once per tile (:mod:`cloudfree.corrected`). ``heldout_rmse`` is NaN (None in
+    the item): the head trains on the pixels the self-validation holds out, so that
+    error would flatter it.
 
     Same outputs as :func:`cloudfree.composite.composite`: ``reflectance`` (band, y, x)
     uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
@@ -440,7 +430,7 @@ def generator_composite(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.models.method import ALPHAS
+    from cloudfree.models.adapt import head_candidate, head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
     frame = nearest_frame(days, target_day)
@@ -484,19 +474,16 @@ def generator_composite(
                                    name=f"generator-block-{token}")
             network = da.overlap.trim_internal(network, {0: 0, 1: depth_y, 2: depth_x},
                                                boundary="none")
-        alphas = da.from_array(np.asarray(ALPHAS, np.float32)[:, None, None, None])
     else:
         refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
         network = network_block(refl_data, clear_data)
-        alphas = np.asarray(ALPHAS, np.float32)[:, None, None, None]
-    prior = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
-                                     nodata=nodata)
-    candidates = prior + alphas * (network[None] - prior)
+    candidates = head_candidate(refl_data, clear_data, network, days=days, frame=frame,
+                                nodata=nodata, seed=seed)
     stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
                                     day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
                                     seed=seed, sigmas=sigmas_px)
-    names = ["prior" if a == 0 else "network" if a == 1 else f"prior + {a:g} (network - prior)"
-             for a in ALPHAS]
+    choice = choice * np.array([1.0, 1.0, np.nan])  # no honest held-out error: see above
+    names = ["test-time head: prior, nearest dates and network -> target date"]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
         "model_version": str(getattr(meta_card, "version", "unversioned")),
@@ -504,7 +491,7 @@ def generator_composite(
         "frame_date": iso_day(days[frame]),
         "tile_px": tile, "halo_px": halo, "precision": precision,
         "prior": "interpolate: linear in time from the other dates",
-        "alphas": [float(a) for a in ALPHAS],
+        "test_time_head": head_parameters(),
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
     }
     return corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
@@ -515,7 +502,7 @@ __all__ = [
     "COMPUTE_CONFIG",
     "cached_generator",
     "fill_series",
-    "generator_candidates",
+    "network_prediction",
     "generator_composite",
     "generator_composite_array",
     "nearest_frame",

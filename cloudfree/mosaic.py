@@ -242,6 +242,10 @@ def mosaic_tile(
     if params.method in CORRECTED_METHODS:  # the correction decides pixels too
         hashed["correction"] = correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                      masks=HELD_OUT_MASKS)
+    if params.method == "generator":  # and so does the test-time head's training
+        from cloudfree.models.adapt import head_parameters
+
+        hashed["test_time_head"] = head_parameters()
     digest = inputs_hash(sources, hashed)
     if not force:
         existing = published_item(api_url, output_collection, iid)

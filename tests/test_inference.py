@@ -176,20 +176,18 @@ def test_all_nan_pixel_series_and_composite_provenance(model_and_card):
 
 
 def test_network_prediction_uses_no_pixel_of_the_target(model_and_card):
-    """The candidates are predictions of the target frame from the other dates only: the
-    target's own pixels reach the mosaic through the correction, never through the
-    network (which would see what it is scored on)."""
-    from cloudfree.models.method import ALPHAS
-
+    """The network predicts the target frame from the other dates only: the target's own
+    pixels reach the mosaic through the test-time head's training labels and the
+    correction, never through the network's inputs."""
     model, card = model_and_card
     values, days = _series(n_dates=3, height=40, width=48, seed=7)
     usable = np.isfinite(values).all(axis=1)
     values = np.where(usable[:, None], values, np.nan).astype(np.float32)
     changed = values.copy()
     changed[1] = np.where(usable[1], values[1] * 1.5, np.nan)
-    a, b = (inference.generator_candidates(v, usable, days, BANDS, frame=1, model=model,
-                                           card=card, tile_px=32) for v in (values, changed))
-    assert a.shape == (len(ALPHAS), 6, 40, 48)
+    a, b = (inference.network_prediction(v, days, BANDS, frame=1, model=model, card=card,
+                                         tile_px=32) for v in (values, changed))
+    assert a.shape == (6, 40, 48)
     np.testing.assert_array_equal(a, b)
     # and the corrected mosaic does follow the target's own (changed) level in its gaps
     kw = dict(target_day=days[1], model=model, card=card, tile_px=32, sigmas_px=SMALL_SIGMAS)
