@@ -9,7 +9,8 @@ every date missing) is filled by :func:`cloudfree.inference.fill_series` with th
 when no weights are shipped (the line says which). Prints seconds, megapixels per second of
 output frame (size² / seconds: one mosaic frame's worth of pixels, every date filled) and
 peak RSS; then the mosaic path (:func:`generator_composite_array`: the frame in the middle,
-the network with it hidden, then the residual correction). On CUDA the same in bf16
+the network with it hidden, the test-time head trained on the frame's clear pixels, then
+the residual correction). On CUDA the same in bf16
 autocast, else that no GPU was found. Figures are
 printed, never asserted.
 """
@@ -80,8 +81,8 @@ def run(values, days, bands, *, device: str, precision: str, args) -> float:
 
 
 def run_mosaic(values, days, bands, *, device: str, precision: str, args) -> float:
-    """The product path: the mosaic frame, network with the target hidden, then the
-    residual correction (width and share chosen by self-validation)."""
+    """The product path: the mosaic frame, network with the target hidden, the test-time
+    head, then the residual correction (width chosen by self-validation)."""
     model, card, _ = load_model(device)
     target = float(days[len(days) // 2])
     start = time.perf_counter()
@@ -120,7 +121,7 @@ def main() -> None:
           f"({mpx * args.dates / seconds:.3f} Mpx/s over all dates), peak RSS {peak:.0f} MB")
     seconds = run_mosaic(values, days, bands, device="cpu", precision="fp32", args=args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  mosaic (target hidden + correction): {seconds:.1f} s, {mpx / seconds:.3f} Mpx/s "
+    print(f"  mosaic (network + test-time head + correction): {seconds:.1f} s, {mpx / seconds:.3f} Mpx/s "
           f"of mosaic, peak RSS {peak:.0f} MB")
 
     if torch.cuda.is_available():
@@ -133,7 +134,7 @@ def main() -> None:
               f"({mpx * args.dates / seconds:.2f} Mpx/s over all dates), "
               f"peak GPU memory {peak:.0f} MB")
         seconds = run_mosaic(values, days, bands, device="cuda", precision="bf16", args=args)
-        print(f"  mosaic (target hidden + correction): {seconds:.2f} s, "
+        print(f"  mosaic (network + test-time head + correction): {seconds:.2f} s, "
               f"{mpx / seconds:.2f} Mpx/s of mosaic")
     else:
         print("GPU: no GPU found (torch.cuda.is_available() is False); no GPU figures")
