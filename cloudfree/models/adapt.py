@@ -49,6 +49,10 @@ LEARNING_RATE = 3e-3
 WEIGHT_DECAY = 1e-4
 #: At most about this many clear pixels train the head of one tile.
 MAX_SAMPLES = 40_000
+#: A prediction's change from the prior is clipped to the quantiles RANGE_Q and 1 - RANGE_Q
+#: of the changes the head was trained on: on land unlike any clear pixel of the tile it
+#: would otherwise extrapolate freely (a forest under cloud in a tile of fields).
+RANGE_Q = 0.005
 #: Fewer training pixels than this and there is no head: the prior stands.
 MIN_SAMPLES = 50
 #: The head's reach (its 3 x 3 layer): the halo a chunked run needs.
@@ -168,6 +172,9 @@ class SeriesHead(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
+        # the range of the residuals (target - prior) it was shown, per band
+        self.register_buffer("low", torch.full((n_bands,), -torch.inf))
+        self.register_buffer("high", torch.full((n_bands,), torch.inf))
         self.net = nn.Sequential(nn.Conv2d(n_features, hidden, 3), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, n_bands, 1))
@@ -211,6 +218,9 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
     head = head.to(device)
     base = torch.from_numpy(prior).to(device)
     target = torch.from_numpy(observed).to(device)
+    shown = torch.quantile((target - base).cpu(), torch.tensor([RANGE_Q, 1 - RANGE_Q]), dim=0)
+    head.low.copy_(shown[0].to(device))
+    head.high.copy_(shown[1].to(device))
     optimiser = torch.optim.AdamW(head.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     for _ in range(steps):
         out = base + head.forward_patches(x)
@@ -222,14 +232,16 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
 
 
 def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """(C, H, W) float32 ``prior + head(features)``; the image edge reflected (a chunk with
+    """(C, H, W) float32 ``prior + head(features)``, the residual clipped to the range the
+    head was shown (:data:`RANGE_Q`); the image edge reflected (a chunk with
     a halo of :data:`HALO_PX` gets its core exactly). Without a head: the prior."""
     if head is None:
         return prior.astype(np.float32)
     padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
     with torch.inference_mode():
-        residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0].numpy()
-    return (prior + residual).astype(np.float32)
+        residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0]
+        residual = torch.clamp(residual, head.low[:, None, None], head.high[:, None, None])
+    return (prior + residual.numpy()).astype(np.float32)
 
 
 def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
