@@ -84,12 +84,10 @@ def feature_frames(cloud_fraction: np.ndarray, days: np.ndarray, target: int, *,
 def prior_frame(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
                 target: int) -> np.ndarray:
     """(C, H, W) linear interpolation in time at ``days[target]`` from the other dates (NaN
-    where none is usable)."""
-    others = np.delete(np.arange(len(days)), target)
-    if not others.size:
-        return np.full(values.shape[1:], np.nan, np.float32)
-    return interpolate_at(values[others], usable[others], np.asarray(days)[others],
-                          float(days[target])).astype(np.float32)
+    where none is usable): :func:`cloudfree.corrected.interpolation_candidate`."""
+    from cloudfree.corrected import interpolation_candidate
+
+    return interpolation_candidate(values, usable, days, target)
 
 
 def features(values: np.ndarray, usable: np.ndarray, days: np.ndarray, target: int,
@@ -245,18 +243,16 @@ def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np
 
 
 def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
-                  extra: np.ndarray | None = None, train: np.ndarray | None = None,
-                  seed: int = 0,
+                  extra: np.ndarray | None = None, seed: int = 0,
                   max_samples: int = MAX_SAMPLES, device: str = "cpu") -> np.ndarray:
     """The whole-array run: (C, H, W) prediction of ``values[target]`` from the other
     dates of a (T, C, H, W) reflectance stack (NaN = unusable), by a head trained on the
-    target's usable pixels (or on ``train``, a subset of them); ``extra`` as in
-    :func:`features`. NaN where no other date was usable."""
+    target's usable pixels; ``extra`` as in :func:`features`. NaN where no other date was usable."""
     values = np.asarray(values, np.float32)
     usable = np.isfinite(values).all(axis=1)
     frames = feature_frames((~usable).mean(axis=(1, 2)), days, target)
     feats, prior = features(values, usable, days, target, frames, extra)
-    pick = usable[target] if train is None else usable[target] & train
+    pick = usable[target]
     height, width = pick.shape
     picked = sample_mask(pick & np.isfinite(prior).all(axis=0), np.arange(height),
                          np.arange(width), rate=sample_rate(height, width, max_samples),
