@@ -338,7 +338,8 @@ def generator_composite_array(
 
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw)
-        candidates = adapted_frame(values, days, frame, extra=network, seed=seed)[None]
+        candidates = adapted_frame(values, days, frame, extra=network, seed=seed,
+                                   device=kw.get("device") or default_device())[None]
         filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
                                      sigmas=sigmas_px)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cloudfree import correction
+from cloudfree.masking import dilate
 from cloudfree.models import adapt
 
 
@@ -42,6 +43,36 @@ def test_the_head_learns_how_the_target_date_differs():
     assert rmse(baseline) > 0.04
     assert rmse(head) < 0.015
     assert rmse(head) < rmse(baseline) / 3
+
+
+def test_unfamiliar_land_keeps_the_prior():
+    """Land under the cloud unlike any clear pixel of the target (a bright third kind
+    found nowhere else) would be extrapolated: there the head's change is weighted to 0
+    and the prior stands exactly, while familiar land under the same cloud is learnt."""
+    values, truth, days, cloud = two_kinds_of_land()
+    third = np.zeros(cloud.shape, bool)
+    third[24:36, 20:32] = True  # inside the cloud
+    assert (cloud & third).sum() == third.sum()
+    values[:, :, third] = 0.6 * np.array([1.0, 1.2, 1.4])[:, None]
+    values[2][:, cloud] = np.nan
+    usable = np.isfinite(values).all(axis=1)
+    prior = adapt.prior_frame(values, usable, days, 2)
+    head = adapt.adapted_frame(values, days, 2)
+    np.testing.assert_array_equal(head[:, third], prior[:, third])
+    familiar = cloud & ~dilate(third, radius_px=2)
+    assert np.abs(head - prior)[:, familiar].mean() > 0.02
+
+
+def test_familiarity_is_one_near_the_training_pixels_and_zero_far_away():
+    import torch
+
+    rng = np.random.default_rng(4)
+    centre = torch.from_numpy(rng.standard_normal((500, 3)).astype(np.float32))
+    head = adapt.SeriesHead(3, 1)
+    adapt._set_reference(head, centre, seed=0)
+    assert 0 < float(head.radius) < 1
+    weight = head.familiarity(torch.cat([centre[:5], torch.full((2, 3), 50.0)]))
+    np.testing.assert_array_equal(weight.numpy(), [1, 1, 1, 1, 1, 0, 0])
 
 
 def test_without_enough_clear_pixels_the_prior_stands():

@@ -13,7 +13,11 @@ allows it: it uses only what the method is given, and no hidden pixel takes part
 least ``MIN_CLEAR`` of the tile usable, every band (their own gaps filled by linear
 interpolation in time among them, else the prior), and the *prior*: linear interpolation
 in time at the target date from all other dates. None of them contains a target pixel.
-**Output**: ``prior + head(inputs)``, a residual on the prior.
+**Output**: ``prior + w * head(inputs)``, a residual on the prior, clipped to the range of
+the residuals it was trained on, and weighted by the pixel's *familiarity* ``w``: 1 where
+its inputs are near those of a training pixel, falling to 0 (the prior) where they are unlike
+every one (a forest under cloud in a tile whose clear pixels are all fields), for there the
+head extrapolates and is worse than the prior (:meth:`SeriesHead.familiarity`).
 
 **Training** (:func:`fit_head`): full-batch AdamW on the L1 error over up to
 ``MAX_SAMPLES`` clear pixels, picked by a hash of their global (row, column) at a rate
@@ -53,6 +57,15 @@ MAX_SAMPLES = 40_000
 #: of the changes the head was trained on: on land unlike any clear pixel of the tile it
 #: would otherwise extrapolate freely (a forest under cloud in a tile of fields).
 RANGE_Q = 0.005
+#: Familiarity: a pixel's distance, in standardised input features, to the nearest of up to
+#: REFERENCE_PIXELS training pixels, in units of the training pixels' own leave-one-out
+#: distance quantile RADIUS_Q. Up to NEAR the head's change applies in full; from FAR on
+#: the prior stands (linear between): where the inputs are unlike every pixel it was
+#: trained on, the head extrapolates, and is worse than the prior (measured on a demo
+#: tile: beyond 2 radii its error was 1.5-8 times the prior's, below 1 it was lower).
+REFERENCE_PIXELS = 2048
+RADIUS_Q = 0.99
+NEAR, FAR = 1.0, 2.0
 #: Fewer training pixels than this and there is no head: the prior stands.
 MIN_SAMPLES = 50
 #: The head's reach (its 3 x 3 layer): the halo a chunked run needs.
@@ -63,7 +76,9 @@ def head_parameters() -> dict[str, Any]:
     """The head's settings, for ``processing:*`` of the items it made."""
     return {"input_dates": FEATURE_FRAMES, "min_clear": MIN_CLEAR, "hidden": HIDDEN,
             "kernel_px": 2 * HALO_PX + 1, "steps": STEPS, "learning_rate": LEARNING_RATE,
-            "max_samples": MAX_SAMPLES, "loss": "L1 on the target date's clear pixels"}
+            "max_samples": MAX_SAMPLES, "loss": "L1 on the target date's clear pixels",
+            "residual_range_q": RANGE_Q, "reference_pixels": REFERENCE_PIXELS,
+            "familiar_radii": [NEAR, FAR], "radius_q": RADIUS_Q}
 
 
 def feature_frames(cloud_fraction: np.ndarray, days: np.ndarray, target: int, *,
@@ -173,6 +188,10 @@ class SeriesHead(nn.Module):
         # the range of the residuals (target - prior) it was shown, per band
         self.register_buffer("low", torch.full((n_bands,), -torch.inf))
         self.register_buffer("high", torch.full((n_bands,), torch.inf))
+        # training pixels' standardised centre features (NaN rows: unused), and the
+        # distance quantile RADIUS_Q among them: what "familiar" inputs look like
+        self.register_buffer("reference", torch.full((REFERENCE_PIXELS, n_features), torch.nan))
+        self.register_buffer("radius", torch.ones(()))
         self.net = nn.Sequential(nn.Conv2d(n_features, hidden, 3), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, n_bands, 1))
@@ -181,6 +200,21 @@ class SeriesHead(nn.Module):
         keep = torch.isfinite(self.std)
         x = (feats[:, keep] - self.mean[keep, None, None]) / self.std[keep, None, None]
         return x, self.net[0].weight[:, keep]
+
+    def standardise(self, centre: torch.Tensor) -> torch.Tensor:
+        """(N, F) features -> standardised; a skipped feature (std ``inf``) is 0."""
+        return (centre - self.mean) / self.std
+
+    def familiarity(self, centre: torch.Tensor, *, batch: int = 8192) -> torch.Tensor:
+        """(N,) weight in [0, 1] of the head's change at pixels with (N, F) features: 1
+        within :data:`NEAR` radii of a reference pixel, 0 beyond :data:`FAR`."""
+        reference = self.reference[torch.isfinite(self.reference).all(dim=1)]
+        if len(reference) == 0:
+            return torch.ones(len(centre))
+        x = self.standardise(centre)
+        nearest = torch.cat([torch.cdist(x[i:i + batch], reference).amin(dim=1)
+                             for i in range(0, len(x), batch)])
+        return ((FAR - nearest / self.radius) / (FAR - NEAR)).clamp(0.0, 1.0)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, F, h + 2, w + 2) features -> (B, C, h, w) residual."""
@@ -219,6 +253,7 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
     shown = torch.quantile((target - base).cpu(), torch.tensor([RANGE_Q, 1 - RANGE_Q]), dim=0)
     head.low.copy_(shown[0].to(device))
     head.high.copy_(shown[1].to(device))
+    _set_reference(head, centre, seed=seed)
     optimiser = torch.optim.AdamW(head.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     for _ in range(steps):
         out = base + head.forward_patches(x)
@@ -229,17 +264,34 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
     return head.cpu().eval()
 
 
+def _set_reference(head: SeriesHead, centre: torch.Tensor, *, seed: int) -> None:
+    """Keep up to :data:`REFERENCE_PIXELS` of the (N, F) training features (a seeded pick,
+    so a chunked run keeps the same) and their leave-one-out nearest-neighbour distance
+    quantile :data:`RADIUS_Q` as the radius."""
+    with torch.no_grad():
+        pick = torch.randperm(len(centre), generator=torch.Generator().manual_seed(seed))
+        kept = head.standardise(centre[pick[:REFERENCE_PIXELS].to(centre.device)])
+        distance = torch.cdist(kept, kept)
+        distance.fill_diagonal_(torch.inf)
+        radius = torch.quantile(distance.amin(dim=1).cpu(), RADIUS_Q)
+        head.reference[:len(kept)] = kept
+        head.radius.fill_(float(radius.clamp_min(1e-6)))
+
+
 def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """(C, H, W) float32 ``prior + head(features)``, the residual clipped to the range the
-    head was shown (:data:`RANGE_Q`); the image edge reflected (a chunk with
-    a halo of :data:`HALO_PX` gets its core exactly). Without a head: the prior."""
+    """(C, H, W) float32 ``prior + head(features)``: the residual clipped to the range the
+    head was shown (:data:`RANGE_Q`) and weighted by the pixel's familiarity
+    (:meth:`SeriesHead.familiarity`); the image edge reflected (a chunk with a halo of
+    :data:`HALO_PX` gets its core exactly). Without a head: the prior."""
     if head is None:
         return prior.astype(np.float32)
     padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
     with torch.inference_mode():
         residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0]
         residual = torch.clamp(residual, head.low[:, None, None], head.high[:, None, None])
-    return (prior + residual.numpy()).astype(np.float32)
+        centre = torch.from_numpy(feats.reshape(len(feats), -1).T)
+        weight = head.familiarity(centre).reshape(1, *feats.shape[1:])
+    return (prior + (weight * residual).numpy()).astype(np.float32)
 
 
 def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
