@@ -72,8 +72,14 @@ def gdal_s3_env(endpoint_url: str, key: str, secret: str) -> dict[str, object]:
 
 
 def s3_filesystem(storage_options: dict) -> s3fs.S3FileSystem:
-    """A fresh (uncached) s3fs filesystem."""
-    return s3fs.S3FileSystem(skip_instance_cache=True, **storage_options)
+    """The process's s3fs filesystem for these options (fsspec's instance cache), which
+    caches no listings, so what other processes write is seen at once.
+
+    Shared rather than fresh per call: s3fs closes a dropped filesystem from a finaliser,
+    and one that runs while another event loop runs in the thread (a Prefect flow's)
+    schedules the close on that loop, where it fails and asyncio logs "Task exception was
+    never retrieved ... attached to a different loop"."""
+    return s3fs.S3FileSystem(use_listings_cache=False, **storage_options)
 
 
 def check_bucket(fs: s3fs.S3FileSystem, bucket: str, *, create: bool = False) -> None:

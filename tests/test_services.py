@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ import s3fs
 from cloudfree import cli, services
 from cloudfree.errors import ServiceError
 from cloudfree.settings import CREDENTIALS_FILE, Settings
+from cloudfree.storage import check_bucket, s3_filesystem
 
 pytestmark = pytest.mark.services
 
@@ -135,6 +138,26 @@ def test_s3_round_trip_with_generated_credentials(stack: Settings) -> None:
     finally:
         fs.rm(key)
     assert not fs.exists(key)
+
+
+def test_s3_filesystem_leaves_a_running_event_loop_alone(stack: Settings) -> None:
+    """A flow's thread runs an event loop; a filesystem dropped there must not schedule its
+    close on that loop (s3fs's finaliser would, and the close fails there)."""
+    errors: list[object] = []
+
+    async def flow_like() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: errors.append(context.get("exception", context["message"])))
+        fs = s3_filesystem(stack.storage_options())
+        check_bucket(fs, stack.bucket)
+        del fs
+        gc.collect()
+        await asyncio.sleep(0.3)  # a scheduled close would run and fail here
+
+    gc.collect()  # filesystems other tests dropped close here, outside the loop
+    asyncio.run(flow_like())
+    assert errors == []
+    assert s3_filesystem(stack.storage_options()) is s3_filesystem(stack.storage_options())
 
 
 def test_s3_rejects_bad_credentials(stack: Settings) -> None:
