@@ -1,0 +1,69 @@
+"""Mosaic pixels against a reference written by the code path before the redesign.
+
+The reference (``tests/data/reference_pixels.npz``) holds the ``median`` and
+``interpolate_corrected`` mosaics of two demo tiles, computed from the session's demo
+catalog (2 tiles of 128 px, 8 dates, seed 1) by the pre-redesign ``cloudfree.mosaic``.
+Rewrite it only on purpose: ``CLOUDFREE_WRITE_REFERENCE=1 pytest tests/test_reference_pixels.py``.
+
+Floats are not rounded the same way on every CPU, so a reflectance may differ by 1 DN
+where a value sits on a rounding boundary; the count of such pixels is bounded, and the
+integer layers (clear count, fill, source date) are compared exactly.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REFERENCE = Path(__file__).parent / "data" / "reference_pixels.npz"
+METHODS = ("median", "interpolate_corrected")
+TILE_PX = 128
+#: At most this share of reflectance values may differ, by at most 1 DN.
+MAX_OFF_BY_ONE = 1e-3
+
+pytestmark = pytest.mark.services
+
+
+def _tiles(scenes):
+    from cloudfree.grid import grid_tiles, parse_bbox
+
+    from cloudfree.demo_run import demo_region
+
+    epsg, bbox, _ = demo_region(scenes, tile_size_px=TILE_PX)
+    return sorted(grid_tiles(parse_bbox(list(bbox)), resolution_m=10, tile_size_px=TILE_PX,
+                             epsg=epsg), key=lambda t: t.tile_id)[:2]
+
+
+def _compute(scenes, stack, method):
+    from cloudfree.mosaic import MosaicParams, compute_tile, items_for_tile
+
+    out = {}
+    for tile in _tiles(scenes):
+        params = MosaicParams(method=method, target_date="2024-07-01", chunksize=64)
+        result = compute_tile(items_for_tile(scenes, tile), tile, params,
+                              gdal_env=stack.gdal_env())
+        for name in ("reflectance", "clear_count", "source_date", "fill"):
+            out[f"{method}/{tile.tile_id}/{name}"] = np.asarray(result[name].values)
+    return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mosaic_pixels_equal_the_reference(stack, demo_scenes, method):
+    computed = _compute(demo_scenes, stack, method)
+    if os.environ.get("CLOUDFREE_WRITE_REFERENCE") == "1":
+        stored = dict(np.load(REFERENCE)) if REFERENCE.exists() else {}
+        stored.update(computed)
+        np.savez_compressed(REFERENCE, **stored)
+    reference = np.load(REFERENCE)
+    keys = sorted(k for k in reference.files if k.startswith(f"{method}/"))
+    assert keys and keys == sorted(computed)
+    for key in keys:
+        want, got = reference[key], computed[key]
+        assert got.dtype == want.dtype and got.shape == want.shape, key
+        if key.endswith("/reflectance"):
+            diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+            assert diff.max() <= 1, key
+            assert np.count_nonzero(diff) <= MAX_OFF_BY_ONE * diff.size, key
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=key)
