@@ -4,7 +4,7 @@
                               [--batch 4] [--threads N]
 
 A (dates, bands, size, size) reflectance series with smooth cloud blobs (about 30 % of
-every date missing) is filled by :func:`cloudfree.inference.fill_series` with the shipped
+every date missing) is filled by :func:`cloudfree.methods.generator.fill_series` with the shipped
 ``default`` generator, or a randomly initialised generator of the default architecture
 when no weights are shipped (the line says which). Prints seconds, megapixels per second of
 output frame (size² / seconds: one mosaic frame's worth of pixels, every date filled) and
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cloudfree.bands import DEFAULT_BANDS
-from cloudfree.inference import fill_series, generator_composite_array
+from cloudfree.methods.generator import fill_series, generator_composite_array
+from cloudfree.sentinel2 import DEFAULT_BANDS
 
 
 def make_series(n_dates: int, n_bands: int, size: int, seed: int = 0):
@@ -41,7 +41,7 @@ def make_series(n_dates: int, n_bands: int, size: int, seed: int = 0):
 
 
 def load_model(device: str):
-    from cloudfree.models.registry import (
+    from cloudfree.models.weights import (
         MODEL_BANDS,
         ModelCard,
         default_normalisation,

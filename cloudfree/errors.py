@@ -123,3 +123,51 @@ class InvalidCOGError(CloudFreeError, ValueError):
         self.target = target
         self.errors = errors
         super().__init__(f"{target} is not a valid COG: {'; '.join(errors)}")
+
+
+class InvalidCaseError(CloudFreeError, ValueError):
+    """An evaluation case file is missing, unreadable or not in the case format."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"evaluation case {str(path)!r}: {reason}. A case is an .npz with bands "
+            "(T, C, H, W) float, band_names (C,), dates (T,) ISO strings, cloud_mask "
+            "(T, H, W) bool and optionally paste_masks (K, H, W) bool (see DESIGN.md)."
+        )
+
+
+class MethodOutputError(CloudFreeError, ValueError):
+    """A method returned a frame of the wrong shape or without values on hidden pixels."""
+
+    def __init__(self, method: str, case: str, target: int, reason: str) -> None:
+        self.method = method
+        super().__init__(
+            f"method {method!r} on case {case!r}, target frame {target}: {reason}. A method "
+            "must return a finite (C, H, W) reconstruction of the target frame."
+        )
+
+
+class KubernetesUnreachableError(CloudFreeError, ConnectionError):
+    """No Kubernetes API server answered with the kubeconfig/context that was tried."""
+
+    def __init__(self, tried: str, cause: object) -> None:
+        self.tried = tried
+        super().__init__(
+            f"no Kubernetes cluster reachable with {tried} ({cause}). Point KUBECONFIG or "
+            "--kubeconfig at a kubeconfig for a running cluster and pick a context that exists "
+            "('kubectl config get-contexts'), or run inside a pod with a service account; "
+            "use make_cluster('local') to run on this machine."
+        )
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+class CloudFreeWarning(UserWarning):
+    """Base of cloudfree's warnings: a result was made, but degraded in a way the caller
+    should know about."""
+
+
+class GeomedianNotConvergedWarning(CloudFreeWarning, RuntimeWarning):
+    """Some pixels reached ``max_iter`` before ``tol``; their estimate is the last iterate."""

@@ -12,8 +12,8 @@ from typing import Any
 
 from cloudfree import __version__
 from cloudfree._stac_api import get_json, upsert_collection, upsert_item
-from cloudfree.bands import NODATA, OFFSET, SCALE, eo_band
 from cloudfree.grid import DateWindow, Tile
+from cloudfree.sentinel2 import NODATA, OFFSET, SCALE, eo_band
 
 EXTENSIONS = {
     "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
@@ -180,7 +180,7 @@ def build_item(
 
 
 def _fill_classes() -> list[dict[str, Any]]:
-    from cloudfree.composite import FILL_CLASSES
+    from cloudfree.methods._composite import FILL_CLASSES
 
     return [{"value": code, "name": name, "description": text}
             for code, (name, text) in sorted(FILL_CLASSES.items())]

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cloudfree.bands import NODATA, OFFSET, SCALE
+from cloudfree.sentinel2 import NODATA, OFFSET, SCALE
 
 
 def rgb_uint8(

@@ -15,11 +15,11 @@ from prefect.cache_policies import NO_CACHE
 from cloudfree.cluster import KubeClusterConfig, make_cluster
 from cloudfree.errors import CloudFreeError
 from cloudfree.grid import AOI, DateWindow, Tile
-from cloudfree.mosaic import MosaicParams, TileOutcome, mosaic_tile
 from cloudfree.publish import ensure_collection
 from cloudfree.search import search_scenes
 from cloudfree.settings import Settings
 from cloudfree.storage import check_bucket, s3_filesystem
+from cloudfree.tile import MosaicParams, TileOutcome, mosaic_tile
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudfree.grid import aoi_tile, parse_bbox, parse_date_window, parse_geojson
-from cloudfree.mosaic import MosaicParams
 from cloudfree.settings import Settings
+from cloudfree.tile import MosaicParams
 from flows._tasks import dask_client, preflight, search_task, tile_task
 
 
@@ -36,7 +36,7 @@ def aoi_mosaic(
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
         method: median, bap, geomedian, interpolate, interpolate_corrected (interpolation
             fitted to the target date's own clear pixels), or generator (the network,
-            fitted the same way); see ``cloudfree.mosaic.MOSAIC_METHODS``.
+            fitted the same way); see ``cloudfree.tile.MOSAIC_METHODS``.
         target_date: the date bap, interpolate, interpolate_corrected and generator aim at
             (default: the window's middle).
         resolution_m: output pixel size.

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window, parse_geojson
-from cloudfree.mosaic import MosaicParams, items_for_tile
 from cloudfree.settings import Settings
+from cloudfree.tile import MosaicParams, items_for_tile
 from flows._tasks import dask_client, preflight, search_task, tile_task
 
 

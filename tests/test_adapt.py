@@ -5,9 +5,9 @@ import dask
 import numpy as np
 import pytest
 
-from cloudfree import correction
 from cloudfree.masking import dilate
-from cloudfree.models import adapt
+from cloudfree.methods import correction
+from cloudfree.models import head as adapt
 
 
 def two_kinds_of_land(size=64, n_dates=5, seed=0):

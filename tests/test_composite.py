@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cloudfree.composite import (
+from cloudfree.errors import InvalidParameterError
+from cloudfree.methods._composite import (
     FILL_CLASSES,
     FILL_COMPOSITED,
     FILL_INTERPOLATED,
@@ -17,7 +18,6 @@ from cloudfree.composite import (
     composite_array,
     nanmedian_time,
 )
-from cloudfree.errors import InvalidParameterError
 from cloudfree.testing import make_cube
 
 
@@ -352,7 +352,7 @@ def test_geomedian_known_answers():
 
 def test_interpolate_at_is_the_interpolate_core():
     """The corrected methods start from exactly what ``interpolate`` makes."""
-    from cloudfree.composite import interpolate_at
+    from cloudfree.methods._composite import interpolate_at
 
     rng = np.random.default_rng(5)
     values = rng.random((5, 3, 6, 7)).astype(np.float32)

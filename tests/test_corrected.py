@@ -12,15 +12,16 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudfree import corrected, correction
-from cloudfree.composite import (
+from cloudfree.methods import _corrected as corrected
+from cloudfree.methods import correction
+from cloudfree.methods._composite import (
     FILL_COMPOSITED,
     FILL_NODATA,
     FILL_OBSERVED,
     composite,
     days_since_epoch,
 )
-from cloudfree.corrected import interpolate_corrected_composite, record_choice
+from cloudfree.methods._corrected import interpolate_corrected_composite, record_choice
 
 BANDS = ("blue", "green", "red")
 #: Narrow widths for small images: an overlap of 16 px instead of 128.
@@ -241,7 +242,7 @@ def test_building_the_graph_computes_nothing():
     # the generator's mosaic too: no read and no forward pass until computed
     import torch
 
-    from cloudfree.inference import generator_composite
+    from cloudfree.methods.generator import generator_composite
     from cloudfree.models.generator import Generator
 
     reads.clear()
@@ -272,8 +273,8 @@ def test_aligned_chunks(chunks, depth, factor):
 def test_compute_tile_and_params(tmp_path):
     """The mosaic path: MosaicParams accepts the method, compute_tile runs it and records
     the tile's choice for the item."""
-    from cloudfree.mosaic import MOSAIC_METHODS, TARGETED_METHODS, MosaicParams, compute_tile
     from cloudfree.testing import make_items, make_tile
+    from cloudfree.tile import MOSAIC_METHODS, TARGETED_METHODS, MosaicParams, compute_tile
 
     assert "interpolate_corrected" in MOSAIC_METHODS and "interpolate_corrected" in TARGETED_METHODS
     size = 48

@@ -1,12 +1,12 @@
-"""Residual correction (cloudfree.correction) and the non-learned interpolate_corrected."""
+"""Residual correction (cloudfree.methods.correction) and the non-learned interpolate_corrected."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cloudfree import correction
-from cloudfree.evaluate import BASELINES, evaluate_cases
+from cloudfree.evaluation.harness import BASELINES, evaluate_cases
+from cloudfree.methods import correction
 from cloudfree.testing import shared_data_dir
 
 

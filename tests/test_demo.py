@@ -10,8 +10,9 @@ import rasterio
 from pyproj import Transformer
 from rio_cogeo import cog_validate
 
-from cloudfree import demo, synth
 from cloudfree.cog import put
+from cloudfree.demo import catalog as demo
+from cloudfree.demo import synth
 from cloudfree.errors import StacApiUnreachableError, StorageUnreachableError
 
 SIZE = 64

@@ -9,11 +9,11 @@ from pystac_client import Client
 from rio_cogeo.cogeo import cog_validate
 
 from cloudfree import cli
-from cloudfree.demo_run import demo_region
+from cloudfree.demo.run import demo_region
 from cloudfree.grid import parse_date_window
-from cloudfree.mosaic import MosaicParams, compute_tile
 from cloudfree.storage import s3_filesystem
 from cloudfree.testing import settings_env
+from cloudfree.tile import MosaicParams, compute_tile
 
 pytestmark = pytest.mark.services
 TILE_PX = 64
@@ -275,7 +275,7 @@ def test_corrected_mosaic_through_the_demo(published, env, region, method, capsy
     to its own clear pixels. Items carry the method (the generator's with its model version,
     in the id and processing:software) and the tile's chosen correction width; fill marks
     the filled pixels; every COG is valid."""
-    from cloudfree.correction import SIGMAS_PX
+    from cloudfree.methods.correction import SIGMAS_PX
 
     monkeypatch.setenv("CLOUDFREE_OUT_DIR", str(tmp_path))
     assert cli.main(["demo", "--tile-size", str(TILE_PX), "--method", method]) == 0

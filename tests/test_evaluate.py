@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from cloudfree import evaluate
-from cloudfree.evaluate import (
+from cloudfree.evaluation import harness as evaluate
+from cloudfree.evaluation.harness import (
     BASELINES,
     RECORD_KEYS,
     Case,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cloudfree import evaluate
-from cloudfree.evaluate import Case, evaluate_cases, resolve_methods
+from cloudfree.evaluation import harness as evaluate
+from cloudfree.evaluation.harness import Case, evaluate_cases, resolve_methods
+from cloudfree.methods._generator_eval import fill_target, select_frames
 from cloudfree.models.generator import Generator
-from cloudfree.models.method import fill_target, select_frames
-from cloudfree.models.registry import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
+from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
 from cloudfree.testing import shared_data_dir
 
 torch.set_num_threads(2)

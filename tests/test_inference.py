@@ -11,9 +11,9 @@ import torch
 import xarray as xr
 from torch import nn
 
-from cloudfree import inference
-from cloudfree.composite import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
-from cloudfree.inference import (
+from cloudfree.methods import generator as inference
+from cloudfree.methods._composite import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
+from cloudfree.methods.generator import (
     fill_series,
     generator_composite,
     generator_composite_array,
@@ -61,7 +61,7 @@ def _random_generator(seed: int = 0):
     """A small seeded random Generator and a card. Its head starts at zero (output = the
     temporal prior); random head weights make the spatial network count too."""
     from cloudfree.models.generator import Generator
-    from cloudfree.models.registry import MODEL_BANDS, ModelCard, default_normalisation
+    from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisation
 
     torch.manual_seed(seed)
     model = Generator(bands=MODEL_BANDS, base_channels=8, depth=2, heads=2)
@@ -112,7 +112,7 @@ def test_chunked_equals_whole_and_observed_unchanged(model_and_card):
     missing = np.isnan(values)
     assert np.isfinite(whole).all() and np.isfinite(chunked).all()
     # the single-tile run is the network on the whole (grid-padded) array
-    from cloudfree.models.registry import prepare_inputs, restore_outputs
+    from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     factor = model.downsample_factor
     height, width = values.shape[-2:]
@@ -294,7 +294,7 @@ def test_graph_keys_depend_on_the_input():
     import pandas as pd
     import xarray as xr
 
-    from cloudfree.inference import generator_composite
+    from cloudfree.methods.generator import generator_composite
     from cloudfree.models.generator import Generator
 
     torch.manual_seed(0)

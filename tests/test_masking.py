@@ -74,8 +74,8 @@ def test_opening_removes_specks_and_keeps_clouds():
 
 
 def test_shadow_projection_finds_synthetic_shadows():
+    from cloudfree.demo.synth import Weather, make_scene
     from cloudfree.masking import project_shadows, shadow_offset_px
-    from cloudfree.synth import Weather, make_scene
 
     size = 320
     scene = make_scene((size, size), seed=4, day_of_year=170, cloud_cover=0.15,

@@ -3,7 +3,7 @@ import pytest
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from cloudfree.errors import InvalidParameterError
-from cloudfree.metrics import mae, psnr, rmse, sam_degrees, ssim_hidden_mean, ssim_map
+from cloudfree.evaluation.metrics import mae, psnr, rmse, sam_degrees, ssim_hidden_mean, ssim_map
 
 
 def _pair(shape=(3, 40, 48), seed=0):

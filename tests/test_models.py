@@ -17,7 +17,7 @@ from cloudfree.models import (
     save_generator,
 )
 from cloudfree.models.generator import temporal_prior
-from cloudfree.models.registry import MODEL_BANDS, WEIGHTS_DIR, default_normalisation
+from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR, default_normalisation
 
 torch.set_num_threads(2)
 

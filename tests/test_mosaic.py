@@ -1,8 +1,8 @@
 import numpy as np
 
-from cloudfree.mosaic import MosaicParams, compute_tile, items_for_tile
 from cloudfree.quicklook import rgb_uint8, side_by_side
 from cloudfree.testing import make_items, make_tile
+from cloudfree.tile import MosaicParams, compute_tile, items_for_tile
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from k8s_validation import ROOT, assert_restricted, validate
 
-from cloudfree.sizing import deployment_job_variables
+from cloudfree.cluster.sizing import deployment_job_variables
 
 pytestmark = pytest.mark.services
 

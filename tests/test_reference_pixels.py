@@ -2,7 +2,7 @@
 
 The reference (``tests/data/reference_pixels.npz``) holds the ``median`` and
 ``interpolate_corrected`` mosaics of two demo tiles, computed from the session's demo
-catalog (2 tiles of 128 px, 8 dates, seed 1) by the pre-redesign ``cloudfree.mosaic``.
+catalog (2 tiles of 128 px, 8 dates, seed 1) by the pre-redesign ``cloudfree.tile``.
 Rewrite it only on purpose: ``CLOUDFREE_WRITE_REFERENCE=1 pytest tests/test_reference_pixels.py``.
 
 Floats are not rounded the same way on every CPU, so a reflectance may differ by 1 DN
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.services
 
 
 def _tiles(scenes):
-    from cloudfree.grid import grid_tiles, parse_bbox
+    from cloudfree.demo.catalog.run import demo_region
 
-    from cloudfree.demo_run import demo_region
+    from cloudfree.grid import grid_tiles, parse_bbox
 
     epsg, bbox, _ = demo_region(scenes, tile_size_px=TILE_PX)
     return sorted(grid_tiles(parse_bbox(list(bbox)), resolution_m=10, tile_size_px=TILE_PX,
@@ -36,7 +36,7 @@ def _tiles(scenes):
 
 
 def _compute(scenes, stack, method):
-    from cloudfree.mosaic import MosaicParams, compute_tile, items_for_tile
+    from cloudfree.tile import MosaicParams, compute_tile, items_for_tile
 
     out = {}
     for tile in _tiles(scenes):

@@ -1,6 +1,6 @@
 """The demo quicklook shows the date a single-date mosaic shows."""
 
-from cloudfree.report import frame_date, pick_cloudy_date
+from cloudfree.demo.report import frame_date, pick_cloudy_date
 
 
 def item(date=None, cover=0.0, when="2024-07-25T10:00:00Z"):

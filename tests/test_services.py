@@ -19,7 +19,8 @@ import psycopg
 import pytest
 import s3fs
 
-from cloudfree import cli, services
+from cloudfree import cli
+from cloudfree import localstack as services
 from cloudfree.errors import ServiceError
 from cloudfree.settings import CREDENTIALS_FILE, Settings
 from cloudfree.storage import check_bucket, s3_filesystem

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cloudfree import synth
-from cloudfree.synth import SCL, LandCover
+from cloudfree.demo import synth
+from cloudfree.demo.synth import SCL, LandCover
 
 
 def _ndvi(refl):

@@ -6,11 +6,11 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cloudfree.cube import build_cube
-from cloudfree.demo_run import demo_region
+from cloudfree.demo.run import demo_region
 from cloudfree.errors import InvalidAOIError, InvalidParameterError, NoScenesFoundError
 from cloudfree.masking import scl_clear_mask
 from cloudfree.models import load_generator
-from cloudfree.models.registry import MODEL_BANDS
+from cloudfree.models.weights import MODEL_BANDS
 from cloudfree.testing import settings_env
 from cloudfree.training import TrainConfig, main, train
 from cloudfree.training.data import orient

@@ -2,7 +2,7 @@
 
 from cloudfree.models.discriminator import PatchDiscriminator
 from cloudfree.models.generator import Generator
-from cloudfree.models.registry import (
+from cloudfree.models.weights import (
     ModelCard,
     canonical_band,
     load_generator,

@@ -25,7 +25,7 @@ def build_parser(prog: str = "cloudfree train") -> argparse.ArgumentParser:
                                      "(GAN) on Sentinel-2 series with simulated gaps: synthetic "
                                      "ones, or time cubes of a STAC source.")
     parser.add_argument("--data", choices=("synth", "stac", "mixed"), default="synth",
-                        help="training series: synth (generated in memory with cloudfree.synth; "
+                        help="training series: synth (generated in memory with cloudfree.demo.synth; "
                              "the default, since it needs no running services), stac (a time "
                              "cube of a STAC source, by default the demo catalog: run "
                              "'cloudfree services up' and 'cloudfree demo-catalog' first), or "

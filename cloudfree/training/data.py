@@ -1,7 +1,7 @@
-"""Training series: synthetic Sentinel-2 time series (cloudfree.synth) with simulated gaps.
+"""Training series: synthetic Sentinel-2 time series (cloudfree.demo.synth) with simulated gaps.
 
 Ground truth is the clear series of a synthetic landscape (crop phenology over the year);
-the 6 L2A bands of :mod:`cloudfree.synth` are extended to the 13 L1C bands by spectral
+the 6 L2A bands of :mod:`cloudfree.demo.synth` are extended to the 13 L1C bands by spectral
 mixing and to ``ndvi`` ((NDVI + 1) / 2), with per-frame gain/offset noise standing in for
 the atmosphere. Gaps are cloud + shadow masks from the synth cloud generators: a pool of
 cloud masks made the way the demo catalog's SCL is made (pasted onto clear frames), and
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudfree import synth
-from cloudfree.models.registry import MODEL_BANDS, default_normalisation
+from cloudfree.demo import synth
+from cloudfree.models.weights import MODEL_BANDS, default_normalisation
 
 L2A_SET = ("B02", "B03", "B04", "B08", "B11", "B12")
 L1C_SET = MODEL_BANDS[:13]
@@ -104,7 +104,7 @@ class SeriesSampler:
     @property
     def description(self) -> str:
         """What the series are, for the model card."""
-        return (f"synthetic Sentinel-2 series from cloudfree.synth: {self.n_landscapes} "
+        return (f"synthetic Sentinel-2 series from cloudfree.demo.synth: {self.n_landscapes} "
                 f"landscapes of {self.world_px} px over {self.n_doys} dates; gaps from synth "
                 f"cloud/shadow masks ({self.mask_pool} pasted, plus fresh Perlin clouds)")
 

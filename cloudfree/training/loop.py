@@ -18,7 +18,7 @@ import torch
 from cloudfree.errors import InvalidParameterError, StorageUnreachableError
 from cloudfree.models.discriminator import PatchDiscriminator
 from cloudfree.models.generator import Generator
-from cloudfree.models.registry import MODEL_BANDS, ModelCard, default_normalisation, save_generator
+from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisation, save_generator
 from cloudfree.training import losses
 from cloudfree.training.data import SeriesSampler
 

@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from cloudfree._stac_api import get_json
-from cloudfree.bands import NODATA, to_reflectance
 from cloudfree.cube import build_cube
-from cloudfree.demo import SEASON
-from cloudfree.demo_run import demo_region
+from cloudfree.demo.catalog import SEASON
+from cloudfree.demo.run import demo_region
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import AOI, Bbox, Tile, aoi_tile, parse_bbox, parse_date_window
 from cloudfree.masking import (
@@ -33,7 +32,7 @@ from cloudfree.masking import (
     s2cloudless_clear_mask,
     scl_clear_mask,
 )
-from cloudfree.models.registry import (
+from cloudfree.models.weights import (
     BAND_ALIASES,
     MODEL_BANDS,
     canonical_band,
@@ -41,6 +40,7 @@ from cloudfree.models.registry import (
     default_normalisation,
 )
 from cloudfree.search import check_collection, open_client, search_scenes
+from cloudfree.sentinel2 import NODATA, to_reflectance
 from cloudfree.training.data import cloud_mask, draw_band_set, draw_orientation, orient
 
 #: The cube's largest side by default: T x C x 512 x 512 float32 stays well under a GB.
@@ -112,7 +112,7 @@ def demo_defaults(
     """The bbox and date window to train on: the ones given, else the demo catalog's own.
 
     Only the cloudfree demo collection has defaults (its season, and the region
-    :func:`cloudfree.demo_run.demo_region` finds inside its scenes); any other source
+    :func:`cloudfree.demo.run.demo_region` finds inside its scenes); any other source
     must say where and when, since searching a whole real archive is never meant.
     """
     if bbox is not None and datetime is not None:

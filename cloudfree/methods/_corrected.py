@@ -4,7 +4,7 @@ A targeted mosaic shows one real date, the *target frame* (the date nearest
 ``target_date``; ties: the earlier). Its clear pixels are kept as observed; its gaps are
 filled from *candidates*, predictions of that frame made from the other dates only
 (linear interpolation in time, or the generator with the target hidden). Then the residual
-correction of :mod:`cloudfree.correction` fits the prediction to the frame: the residual
+correction of :mod:`cloudfree.methods.correction` fits the prediction to the frame: the residual
 ``observed - predicted`` on the frame's clear pixels (haze, illumination, phenology that
 moved on since the neighbouring dates) is spread into the gaps by normalised Gaussian
 convolution. The width ``sigma`` and the candidate are chosen by self-validation: the
@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cloudfree import bands as s2bands
-from cloudfree import correction
-from cloudfree.composite import (
+from cloudfree import sentinel2 as s2bands
+from cloudfree.errors import InvalidParameterError
+from cloudfree.methods import correction
+from cloudfree.methods._composite import (
     FILL_COMPOSITED,
     FILL_NODATA,
     FILL_OBSERVED,
@@ -47,8 +48,7 @@ from cloudfree.composite import (
     stacked_to_dataset,
     usable_block,
 )
-from cloudfree.correction import SIGMAS_PX, kernel_radius
-from cloudfree.errors import InvalidParameterError
+from cloudfree.methods.correction import SIGMAS_PX, kernel_radius
 
 #: Held-out masks per tile in the self-validation (as the evaluation's correction).
 HELD_OUT_MASKS = 4
@@ -88,7 +88,7 @@ def aligned_chunks(chunks: tuple[int, ...], *, depth: int, factor: int = 1) -> t
 
 
 def to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """uint16 digital numbers -> float32 reflectance (:data:`cloudfree.bands.SCALE`, ``OFFSET``)."""
+    """uint16 digital numbers -> float32 reflectance (:data:`cloudfree.sentinel2.SCALE`, ``OFFSET``)."""
     return dn.astype(np.float32) * np.float32(s2bands.SCALE) + np.float32(s2bands.OFFSET)
 
 
@@ -143,7 +143,7 @@ def validation_sums(observed: np.ndarray, usable: np.ndarray, candidates: np.nda
         rows, cols: the chunk's global pixel rows and columns (for the discs).
         scored: (h, w) the pixels whose errors count (the chunk's core); None: all.
         frame, shape, seed, masks, sigmas: the target frame, the whole tile's (H, W), and
-            the held-out plan (:func:`cloudfree.correction.held_out_plan`).
+            the held-out plan (:func:`cloudfree.methods.correction.held_out_plan`).
     """
     n_candidates, n_bands = candidates.shape[:2]
     support = usable[frame] & np.isfinite(candidates).all(axis=(0, 1))
@@ -169,8 +169,8 @@ def validation_sums(observed: np.ndarray, usable: np.ndarray, candidates: np.nda
 def choose_from_sums(sums: np.ndarray, *, n_candidates: int, masks: int,
                      sigmas: Sequence[float]) -> tuple[int, float]:
     """``(candidate index, sigma)`` from a tile's validation sums, as
-    :func:`cloudfree.correction.choose` decides on a whole image: held-out masks with
-    fewer than :data:`~cloudfree.correction.MIN_PIXELS` pixels are skipped; with fewer
+    :func:`cloudfree.methods.correction.choose` decides on a whole image: held-out masks with
+    fewer than :data:`~cloudfree.methods.correction.MIN_PIXELS` pixels are skipped; with fewer
     known residual pixels than that, the first candidate uncorrected (sigma NaN)."""
     sums = np.asarray(sums, np.float64).ravel()
     size = masks * n_candidates * len(sigmas)
@@ -265,7 +265,7 @@ def _sums_block(observed_dn, usable, candidates, cloud_fraction, rows, cols, row
 def _corrected_block(observed_dn, usable, candidates, sums, *, frame, day, fill, masks,
                      sigmas) -> np.ndarray:
     """Stage 2 on one chunk with its halo -> (C + 3, h, w): DN, clear count, source day,
-    fill (the layout of :func:`cloudfree.composite.stacked_to_dataset`)."""
+    fill (the layout of :func:`cloudfree.methods._composite.stacked_to_dataset`)."""
     index, sigma = choose_from_sums(sums, n_candidates=candidates.shape[0], masks=masks,
                                     sigmas=sigmas)
     filled = corrected_frame(to_reflectance(observed_dn), usable, candidates, frame=frame,
@@ -413,7 +413,7 @@ def interpolation_candidates(reflectance: Any, clear: Any, *, days: np.ndarray, 
 
 def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, nodata: int,
                       method: str, parameters: dict[str, Any]) -> xr.Dataset:
-    """The composites' dataset (:func:`cloudfree.composite.stacked_to_dataset`), with the
+    """The composites' dataset (:func:`cloudfree.methods._composite.stacked_to_dataset`), with the
     tile's choice as scalar coordinates ``correction_candidate`` and ``correction_sigma_px``
     (lazy with dask; :func:`record_choice` moves them into ``parameters`` once computed)."""
     out = stacked_to_dataset(stacked, reflectance, n_bands=reflectance.sizes["band"],
@@ -464,7 +464,7 @@ def interpolate_corrected_composite(
     The target frame (the date nearest ``target_date``, default the middle of the cube's
     time range; ties: the earlier) keeps its clear pixels' DN exactly; its gaps get linear
     interpolation in time from the other dates, corrected by the frame's own residual
-    (see the module docstring). Outputs as :func:`cloudfree.composite.composite`: ``fill``
+    (see the module docstring). Outputs as :func:`cloudfree.methods._composite.composite`: ``fill``
     is ``composited`` where corrected, ``observed`` where the frame was clear, ``nodata``
     where no date was; ``source_date`` is the target frame's date. ``attrs["parameters"]``
     name the target and frame dates and the correction's settings. Dask in, dask out.

@@ -26,7 +26,7 @@ On CUDA the network runs under ``torch.autocast`` in bf16 (or fp16); on CPU in f
 
 The mosaic (:func:`generator_composite`) runs what the evaluation measures: the network
 predicts the target frame with that frame hidden entirely, and the prediction is fitted to
-the frame's own clear pixels by the residual correction of :mod:`cloudfree.corrected`
+the frame's own clear pixels by the residual correction of :mod:`cloudfree.methods._corrected`
 (chunked with an overlap of its own, one choice of width per tile, so again no seams).
 """
 
@@ -41,7 +41,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from cloudfree.composite import (
+from cloudfree.errors import InvalidParameterError
+from cloudfree.methods._composite import (
     FILL_GENERATED,
     FILL_NODATA,
     FILL_OBSERVED,
@@ -51,7 +52,7 @@ from cloudfree.composite import (
     prepare_cube,
     usable_block,
 )
-from cloudfree.corrected import (
+from cloudfree.methods._corrected import (
     HELD_OUT_MASKS,
     aligned_chunks,
     correct_frame,
@@ -62,8 +63,7 @@ from cloudfree.corrected import (
     nearest_frame,
     to_reflectance,
 )
-from cloudfree.correction import SIGMAS_PX, kernel_radius
-from cloudfree.errors import InvalidParameterError
+from cloudfree.methods.correction import SIGMAS_PX, kernel_radius
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DEFAULT_TILE_PX = 256
@@ -80,7 +80,7 @@ COMPUTE_CONFIG: dict[str, Any] = {"optimization.fuse.active": False}
 @functools.lru_cache(maxsize=4)
 def cached_generator(name: str, device: str) -> tuple[Any, Any]:
     """``(model, card)`` loaded once per process (so once per Dask worker), in eval mode."""
-    from cloudfree.models.registry import load_generator
+    from cloudfree.models.weights import load_generator
 
     model, card = load_generator(name, device=device)
     model.eval()
@@ -126,7 +126,7 @@ def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], ca
     import torch
 
     if card is not None:
-        from cloudfree.models.registry import prepare_inputs
+        from cloudfree.models.weights import prepare_inputs
 
         return prepare_inputs(values, days, list(band_names), card)
     # No card (a bare model): reflectance as is, the bands matched by name.
@@ -148,7 +148,7 @@ def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], ca
 
 def _restore(out: Any, band_names: Sequence[str], card: Any, model: Any) -> np.ndarray:
     if card is not None:
-        from cloudfree.models.registry import restore_outputs
+        from cloudfree.models.weights import restore_outputs
 
         return np.asarray(restore_outputs(out, list(band_names), card), np.float32)
     model_bands = list(getattr(model, "bands", band_names))
@@ -311,7 +311,7 @@ def generator_composite_array(
     invented at a day with no acquisition, so every pixel names a real date. Its usable
     pixels (all bands finite) pass through; its gaps get the best of
     :func:`generator_candidates`, corrected by the frame's own residual
-    (:func:`cloudfree.corrected.correct_frame`), as the evaluation's generator method.
+    (:func:`cloudfree.methods._corrected.correct_frame`), as the evaluation's generator method.
     ``fill`` is ``observed`` where the frame was usable, ``generated`` where filled, and
     ``nodata`` (reflectance NaN) where no frame observed the pixel: with no observation in
     time the network would only inpaint from space, which this provenance does not call a
@@ -334,7 +334,7 @@ def generator_composite_array(
     if visible.all():
         filled = values[frame]
     else:
-        from cloudfree.models.adapt import adapted_frame
+        from cloudfree.models.head import adapted_frame
 
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw)
@@ -406,19 +406,19 @@ def generator_composite(
     nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
     predicts the frame with the frame hidden entirely; a small head is trained on the
     frame's clear pixels from the other dates and that prediction, once per tile
-    (:func:`cloudfree.models.adapt.head_candidate`), and predicts the gaps; its prediction
+    (:func:`cloudfree.models.head.head_candidate`), and predicts the gaps; its prediction
     is fitted to the frame's own clear pixels by the residual correction, with the width
-    chosen once per tile (:mod:`cloudfree.corrected`). ``heldout_rmse`` is NaN (None in
+    chosen once per tile (:mod:`cloudfree.methods._corrected`). ``heldout_rmse`` is NaN (None in
     the item): the head trains on the pixels the self-validation holds out, so that
     error would flatter it.
 
-    Same outputs as :func:`cloudfree.composite.composite`: ``reflectance`` (band, y, x)
+    Same outputs as :func:`cloudfree.methods._composite.composite`: ``reflectance`` (band, y, x)
     uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
     uint16 days since 1970 (0 = none) and ``fill`` uint8 (``generated`` where filled);
     ``attrs`` ``method="generator"``, ``parameters`` (model name and version, target and
     frame dates, tiling, the correction's settings) and ``nodata``; the tile's choice in
-    the scalar coordinates of :func:`cloudfree.corrected.corrected_dataset`. DN are
-    converted with :data:`cloudfree.bands.SCALE`/``OFFSET`` and back; observed pixels keep
+    the scalar coordinates of :func:`cloudfree.methods._corrected.corrected_dataset`. DN are
+    converted with :data:`cloudfree.sentinel2.SCALE`/``OFFSET`` and back; observed pixels keep
     their DN.
 
     Dask in, dask out: the network runs per spatial chunk (time and band whole) with an
@@ -431,7 +431,7 @@ def generator_composite(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.models.adapt import head_candidate, head_parameters
+    from cloudfree.models.head import head_candidate, head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
     frame = nearest_frame(days, target_day)

@@ -40,7 +40,7 @@ def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]],
     imports Prefect) over the demo collection and print the report."""
     from pystac_client import Client
 
-    from cloudfree.report import quicklook
+    from cloudfree.demo.report import quicklook
     from cloudfree.search import open_client
 
     client = open_client(settings.stac_url)

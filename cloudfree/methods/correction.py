@@ -16,7 +16,7 @@ pixel takes part, so this is a method like any other (it uses only what it is gi
 
 Everything here is plain numpy/scipy (no torch): :func:`interpolate_corrected` is a
 non-learned method in its own right (evaluation name ``interpolate_corrected``), and the
-generator's evaluation method (:mod:`cloudfree.models.method`) uses the same functions on
+generator's evaluation method (:mod:`cloudfree.methods._generator_eval`) uses the same functions on
 the network's prediction.
 """
 
@@ -176,7 +176,7 @@ def interpolate_corrected(series: np.ndarray, days: np.ndarray, target: int) -> 
 
     Where no other date is clear, the interpolation falls back to the per-band median of
     the series (:func:`fill_with_series_median`, as every baseline does) before correction."""
-    from cloudfree.composite import composite_array
+    from cloudfree.methods._composite import composite_array
 
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)

@@ -1,7 +1,7 @@
 """Demo source catalog: synthetic Sentinel-2 L2A scenes shaped like Earth Search's
 ``sentinel-2-l2a``, written as COGs to S3 and loaded into a STAC API.
 
-All tiles are windows of one synthetic world (:mod:`cloudfree.synth`) and each date has
+All tiles are windows of one synthetic world (:mod:`cloudfree.demo.synth`) and each date has
 one world cloud field, so adjacent tiles join without seams.
 """
 
@@ -20,12 +20,12 @@ import numpy as np
 from affine import Affine
 from pyproj import Transformer
 
-from cloudfree import synth
 from cloudfree._stac_api import delete_item, get_json, upsert_collection, upsert_items
-from cloudfree.bands import BANDS, NODATA, OFFSET, SCALE, eo_band
 from cloudfree.cog import put, write_cog
+from cloudfree.demo import synth
 from cloudfree.errors import InvalidParameterError, StacApiUnreachableError
 from cloudfree.masking import SCL_CLASSES
+from cloudfree.sentinel2 import BANDS, NODATA, OFFSET, SCALE, eo_band
 from cloudfree.storage import check_bucket, s3_filesystem
 
 #: Bump when the generator changes, so existing demo catalogs are rebuilt.

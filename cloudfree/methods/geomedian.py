@@ -7,13 +7,13 @@ import warnings
 
 import numpy as np
 
+from cloudfree.errors import GeomedianNotConvergedWarning
+
 _VERTEX_CHECK_FROM = 4  # geomedian cycles before testing whether an observation is optimal
 _VERTEX_MARGIN = 1e-4  # relative margin on the pull at an observation
 _BLOCK_VALUES = 1 << 22  # geomedian works through pixels in blocks of about this many values
 
 
-class GeomedianNotConvergedWarning(RuntimeWarning):
-    """Some pixels reached ``max_iter`` before ``tol``; their estimate is the last iterate."""
 
 
 def _distances(points, y, base=None):
@@ -120,7 +120,7 @@ def _vertex_step(points, usable, base, y):
 
 def geomedian(values, usable, days, count, params, start):
     """The geometric median of each pixel's usable observations (see the module doc of
-    :mod:`cloudfree.composite`), from ``start``, the per-band median (C, H, W):
+    :mod:`cloudfree.methods._composite`), from ``start``, the per-band median (C, H, W):
     returns reflectance (C, H, W) and the Weiszfeld-weighted source day (H, W)."""
     n_dates, n_bands, height, width = values.shape
     n_px = height * width

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudfree._postgres import (
+from cloudfree.errors import ServiceError
+from cloudfree.localstack._postgres import (
     API_ROLE,
     PASSWORD_FILE,
     PG_DATABASE,
@@ -26,7 +27,7 @@ from cloudfree._postgres import (
     _start_postgres,
     _stop_postgres,
 )
-from cloudfree._processes import (
+from cloudfree.localstack._processes import (
     Echo,
     _bin,
     _child_env,
@@ -44,7 +45,6 @@ from cloudfree._processes import (
     _terminate,
     _wait_ready,
 )
-from cloudfree.errors import ServiceError
 from cloudfree.settings import CREDENTIALS_FILE, Settings
 
 RUNNING_GRACE_S = 10.0  # how long an already running service may take to answer

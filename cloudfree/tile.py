@@ -18,15 +18,6 @@ import numpy as np
 import xarray as xr
 
 from cloudfree import cog
-from cloudfree.bands import DEFAULT_BANDS, NODATA, OFFSET, SCALE
-from cloudfree.composite import FILL_CLASSES, METHODS, composite
-from cloudfree.corrected import (
-    HELD_OUT_MASKS,
-    correction_parameters,
-    interpolate_corrected_composite,
-    record_choice,
-)
-from cloudfree.correction import SIGMAS_PX
 from cloudfree.cube import build_cube
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import DateWindow, Tile, bbox_intersects
@@ -36,6 +27,14 @@ from cloudfree.masking import (
     DEFAULT_INVALID_CLASSES,
     scl_clear_mask,
 )
+from cloudfree.methods._composite import FILL_CLASSES, METHODS, composite
+from cloudfree.methods._corrected import (
+    HELD_OUT_MASKS,
+    correction_parameters,
+    interpolate_corrected_composite,
+    record_choice,
+)
+from cloudfree.methods.correction import SIGMAS_PX
 from cloudfree.publish import (
     WrittenAsset,
     build_item,
@@ -45,6 +44,7 @@ from cloudfree.publish import (
     published_item,
 )
 from cloudfree.quicklook import rgb_uint8, thumbnail
+from cloudfree.sentinel2 import DEFAULT_BANDS, NODATA, OFFSET, SCALE
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 #: Every way a tile can be made: the non-learned composites, linear interpolation fitted to
@@ -53,7 +53,7 @@ MOSAIC_METHODS: tuple[str, ...] = (*METHODS, "interpolate_corrected", "generator
 #: Methods that aim at a target date (default: the middle of the window).
 TARGETED_METHODS: tuple[str, ...] = ("bap", "interpolate", "interpolate_corrected", "generator")
 #: Methods that show one real date, its gaps filled and fitted to it by the residual
-#: correction (:mod:`cloudfree.corrected`).
+#: correction (:mod:`cloudfree.methods._corrected`).
 CORRECTED_METHODS: tuple[str, ...] = ("interpolate_corrected", "generator")
 
 
@@ -132,7 +132,7 @@ def compute_tile(
     )
     reflectance = cube.sel(band=list(params.bands))
     if params.method == "generator":
-        from cloudfree.inference import COMPUTE_CONFIG, generator_composite
+        from cloudfree.methods.generator import COMPUTE_CONFIG, generator_composite
 
         result = generator_composite(reflectance, clear, target_date=params.target_date,
                                      model_name=params.model)
@@ -153,7 +153,7 @@ def method_label(params: MosaicParams) -> str:
     so new weights make new items."""
     if params.method != "generator":
         return params.method
-    from cloudfree.models.registry import WEIGHTS_DIR, ModelCard
+    from cloudfree.models.weights import WEIGHTS_DIR, ModelCard
 
     card_path = WEIGHTS_DIR / f"{params.model}.json"
     if not card_path.is_file():
@@ -243,7 +243,7 @@ def mosaic_tile(
         hashed["correction"] = correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                      masks=HELD_OUT_MASKS)
     if params.method == "generator":  # and so does the test-time head's training
-        from cloudfree.models.adapt import head_parameters
+        from cloudfree.models.head import head_parameters
 
         hashed["test_time_head"] = head_parameters()
     digest = inputs_hash(sources, hashed)

@@ -31,7 +31,7 @@ def _use_local_prefect(settings: Settings) -> None:
 
 
 def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
-    from cloudfree import services
+    from cloudfree import localstack as services
 
     if args.action == "up":
         services.up(settings)
@@ -44,7 +44,7 @@ def _cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo_catalog(args: argparse.Namespace, settings: Settings) -> int:
-    from cloudfree.demo import build_demo_catalog
+    from cloudfree.demo.catalog import build_demo_catalog
 
     ids = build_demo_catalog(
         stac_api_url=settings.stac_url,
@@ -110,7 +110,7 @@ def _cmd_mosaic(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     _use_local_prefect(settings)
-    from cloudfree.demo_run import run_demo
+    from cloudfree.demo.run import run_demo
     from flows.regional_mosaic import regional_mosaic
 
     run_demo(settings, regional_mosaic, method=args.method, tile_size_px=args.tile_size,
@@ -119,7 +119,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from cloudfree.evaluate import main as evaluate_main
+    from cloudfree.evaluation.harness import main as evaluate_main
 
     return evaluate_main(args.args)
 
@@ -131,7 +131,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _add_mosaic_options(p: argparse.ArgumentParser) -> None:
-    from cloudfree.mosaic import MOSAIC_METHODS
+    from cloudfree.tile import MOSAIC_METHODS
 
     p.add_argument("--method", default="median", choices=MOSAIC_METHODS,
                    help="compositing method (default median); interpolate_corrected and "

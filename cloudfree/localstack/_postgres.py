@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from cloudfree._processes import (
+from cloudfree.errors import ServiceError
+from cloudfree.localstack._processes import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     Echo,
@@ -28,7 +29,6 @@ from cloudfree._processes import (
     _secret_from_file,
     _terminate,
 )
-from cloudfree.errors import ServiceError
 from cloudfree.settings import Settings
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -53,10 +53,20 @@ from typing import Any
 
 import numpy as np
 
-from cloudfree import metrics
-from cloudfree.composite import METHODS, _resolve_haze_band, composite_array, days_since_epoch
-from cloudfree.correction import fill_with_series_median, interpolate_corrected
-from cloudfree.errors import CloudFreeError, InvalidParameterError
+from cloudfree.errors import (
+    CloudFreeError,
+    InvalidCaseError,
+    InvalidParameterError,
+    MethodOutputError,
+)
+from cloudfree.evaluation import metrics
+from cloudfree.methods._composite import (
+    METHODS,
+    _resolve_haze_band,
+    composite_array,
+    days_since_epoch,
+)
+from cloudfree.methods.correction import fill_with_series_median, interpolate_corrected
 
 MethodFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 """(series (T, C, H, W) float32, NaN = cloudy or hidden; days (T,) since 1970-01-01;
@@ -69,27 +79,8 @@ RECORD_KEYS = ("case", "method", "psnr", "ssim", "mae", "rmse", "sam", "n_target
                "hidden_px", "seconds")
 
 
-class InvalidCaseError(CloudFreeError, ValueError):
-    """An evaluation case file is missing, unreadable or not in the case format."""
-
-    def __init__(self, path: object, reason: str) -> None:
-        self.path = path
-        super().__init__(
-            f"evaluation case {str(path)!r}: {reason}. A case is an .npz with bands "
-            "(T, C, H, W) float, band_names (C,), dates (T,) ISO strings, cloud_mask "
-            "(T, H, W) bool and optionally paste_masks (K, H, W) bool (see DESIGN.md)."
-        )
 
 
-class MethodOutputError(CloudFreeError, ValueError):
-    """A method returned a frame of the wrong shape or without values on hidden pixels."""
-
-    def __init__(self, method: str, case: str, target: int, reason: str) -> None:
-        self.method = method
-        super().__init__(
-            f"method {method!r} on case {case!r}, target frame {target}: {reason}. A method "
-            "must return a finite (C, H, W) reconstruction of the target frame."
-        )
 
 
 @dataclass
@@ -208,14 +199,14 @@ def baseline(method: str, **params: Any) -> MethodFn:
 
 
 BASELINES: dict[str, MethodFn] = {name: baseline(name) for name in METHODS}
-#: Linear interpolation corrected by the target's visible pixels (:mod:`cloudfree.correction`):
+#: Linear interpolation corrected by the target's visible pixels (:mod:`cloudfree.methods.correction`):
 #: the strongest non-learned method here, and the same correction the generator gets.
 BASELINES["interpolate_corrected"] = interpolate_corrected
 
 #: Learned methods, imported only when asked for (they need torch and the shipped weights).
 LEARNED: dict[str, tuple[str, str]] = {
-    "generator": ("cloudfree.models.method", "generator_method"),
-    "generator_no_tta": ("cloudfree.models.method", "generator_method_no_tta"),
+    "generator": ("cloudfree.methods._generator_eval", "generator_method"),
+    "generator_no_tta": ("cloudfree.methods._generator_eval", "generator_method_no_tta"),
 }
 
 

@@ -2,10 +2,10 @@
 
 For a target frame: the nearest frames in time (a window of up to ``max_frames``) go
 through the pretrained generator with the target hidden entirely, so its prediction of
-the target uses no target pixel. Then a small head (:mod:`cloudfree.models.adapt`) is
+the target uses no target pixel. Then a small head (:mod:`cloudfree.models.head`) is
 trained on the target's *visible* pixels to predict the target from the nearest dates,
 the interpolation prior and that prediction, and predicts the gaps; no hidden pixel takes
-part. Last, the correction of :mod:`cloudfree.correction` (the one the non-learned
+part. Last, the correction of :mod:`cloudfree.methods.correction` (the one the non-learned
 ``interpolate_corrected`` gets) spreads what is left of the residual on the visible pixels
 into the gaps. ``generator_no_tta`` is the pretrained network alone, for the ablation.
 """
@@ -18,10 +18,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from cloudfree import correction
-from cloudfree.models import adapt as adapt_module
+from cloudfree.methods import correction
+from cloudfree.models import head as adapt_module
 from cloudfree.models.generator import Generator
-from cloudfree.models.registry import ModelCard, load_generator, prepare_inputs, restore_outputs
+from cloudfree.models.weights import ModelCard, load_generator, prepare_inputs, restore_outputs
 
 
 @lru_cache(maxsize=4)
@@ -63,7 +63,7 @@ def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.
                 adapt: bool = True, seed: int = 0) -> np.ndarray:
     """(C, H, W) reconstruction of ``series[target]``; its finite pixels pass through.
 
-    ``adapt``: test-time training (:mod:`cloudfree.models.adapt`) on the target's visible
+    ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
     pixels, then the residual correction; without it, the pretrained network alone."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
@@ -82,7 +82,7 @@ def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.
 def generator_method(series: np.ndarray, days: np.ndarray, target: int, *,
                      band_names: Sequence[str] | None = None, model_name: str = "default",
                      adapt: bool = True) -> np.ndarray:
-    """Evaluation :data:`~cloudfree.evaluate.MethodFn` of the shipped generator.
+    """Evaluation :data:`~cloudfree.evaluation.harness.MethodFn` of the shipped generator.
 
     ``band_names`` map the case's bands onto the model's; without them a 1-band series is
     taken as ``ndvi`` (0..1), 13 bands as L1C B01..B12, 6 as L2A, 3 as RGB."""

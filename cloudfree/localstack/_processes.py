@@ -1,6 +1,6 @@
 """Processes of the local stack: state paths, pid files, spawning, readiness and stopping.
 
-Shared by :mod:`cloudfree.services` and :mod:`cloudfree._postgres`; nothing here knows a
+Shared by :mod:`cloudfree.localstack` and :mod:`cloudfree.localstack._postgres`; nothing here knows a
 particular service.
 """
 

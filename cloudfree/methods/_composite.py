@@ -31,7 +31,7 @@ Four methods, all vectorised over pixels (no Python loop over pixels) and NaN-aw
 
 ``interpolate_corrected`` (interpolation fitted to the target date's own clear pixels) is
 not a per-pixel method: it chooses one correction per tile, with a halo between chunks.
-It lives in :mod:`cloudfree.corrected` and reuses :func:`interpolate_at`.
+It lives in :mod:`cloudfree.methods._corrected` and reuses :func:`interpolate_at`.
 
 Provenance, per pixel, for every method:
 
@@ -64,8 +64,8 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from cloudfree._geomedian import GeomedianNotConvergedWarning, geomedian  # noqa: F401 (re-exported)
 from cloudfree.errors import InvalidParameterError
+from cloudfree.methods.geomedian import GeomedianNotConvergedWarning, geomedian  # noqa: F401 (re-exported)
 
 FILL_NODATA, FILL_OBSERVED, FILL_COMPOSITED, FILL_INTERPOLATED, FILL_GENERATED = 0, 1, 2, 3, 4
 FILL_CLASSES: dict[int, tuple[str, str]] = {
@@ -354,7 +354,7 @@ def interpolate_at(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
                    target_day: float) -> np.ndarray:
     """The ``interpolate`` core alone: (C, H, W) reflectance at ``target_day`` from a
     (T, C, H, W) stack that is NaN exactly where ``usable`` (T, H, W) is False; NaN where
-    no date is usable. The corrected methods start from it (:mod:`cloudfree.corrected`)."""
+    no date is usable. The corrected methods start from it (:mod:`cloudfree.methods._corrected`)."""
     return _interpolate(values, usable, np.asarray(days, np.float64), float(target_day))[0]
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from distributed import Client, LocalCluster
 
-from cloudfree.errors import CloudFreeError, InvalidParameterError
+from cloudfree.errors import InvalidParameterError, KubernetesUnreachableError
 
 ClusterKind = Literal["local", "kubernetes"]
 
@@ -36,17 +36,6 @@ DASK_API_VERSION = "kubernetes.dask.org/v1"
 _SCRATCH = "/tmp"  # the only writable path in our pods: an emptyDir (root filesystem read-only)
 
 
-class KubernetesUnreachableError(CloudFreeError, ConnectionError):
-    """No Kubernetes API server answered with the kubeconfig/context that was tried."""
-
-    def __init__(self, tried: str, cause: object) -> None:
-        self.tried = tried
-        super().__init__(
-            f"no Kubernetes cluster reachable with {tried} ({cause}). Point KUBECONFIG or "
-            "--kubeconfig at a kubeconfig for a running cluster and pick a context that exists "
-            "('kubectl config get-contexts'), or run inside a pod with a service account; "
-            "use make_cluster('local') to run on this machine."
-        )
 
 
 @dataclass(frozen=True)
@@ -395,9 +384,9 @@ def gpu_resources(client: Client) -> dict[str, int] | None:
     or the cluster has a GPU group that scales up on demand; else ``None`` (run on CPU).
 
     Use as ``with dask.annotate(resources=gpu_resources(client) or {}):`` around graph
-    construction, and compute under ``dask.config.set(cloudfree.inference.COMPUTE_CONFIG)``:
+    construction, and compute under ``dask.config.set(cloudfree.methods.generator.COMPUTE_CONFIG)``:
     dask's low-level fusion would otherwise drop the annotations before they reach the
-    scheduler. :func:`cloudfree.inference.generator_composite` annotates on its own.
+    scheduler. :func:`cloudfree.methods.generator.generator_composite` annotates on its own.
     """
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
     if any(w.get("resources", {}).get(GPU_RESOURCE, 0) >= 1 for w in workers.values()):
