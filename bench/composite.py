@@ -8,7 +8,7 @@ swing and sensor noise, under smooth cloud blobs (about 30 % of each date, brigh
 with the clear mask taken from the blobs. Each method runs in a fresh process (so its
 peak resident memory is its own) through ``composite`` on dask chunks with the threads
 scheduler. ``interpolate_corrected`` runs through
-:func:`cloudfree.methods._corrected.interpolate_corrected_composite` (interpolation, then the
+:func:`cloudfree.methods.interpolate_corrected.mosaic` (interpolation, then the
 residual correction with its overlap of ``kernel_radius(32) = 128`` px per chunk and one
 choice of width per cube); the target date is the middle of the series for every method.
 Prints seconds, output megapixels per second and peak RSS. Figures are printed, never
@@ -31,11 +31,11 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
-from cloudfree.methods._composite import METHODS, composite
-from cloudfree.methods._corrected import interpolate_corrected_composite
+from cloudfree.methods import composite, list_methods
+from cloudfree.methods.interpolate_corrected import mosaic as interpolate_corrected_composite
 
 #: The non-learned mosaic methods: the composites and the corrected interpolation.
-BENCH_METHODS = (*METHODS, "interpolate_corrected")
+BENCH_METHODS = list_methods("mosaic", learned=False)
 
 
 def make_cloudy_cube(n_dates: int, n_bands: int, size: int, seed: int = 0

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cloudfree.methods.generator import fill_series, generator_composite_array
+from cloudfree.methods.generator import generator_composite_array
+from cloudfree.models.inference import fill_series
 from cloudfree.sentinel2 import DEFAULT_BANDS
 
 

@@ -85,10 +85,16 @@ def build_item(
     parameters: Mapping[str, Any],
     digest: str,
     nodata_pct: float,
+    fill_pct: Mapping[str, float] | None = None,
+    software: Mapping[str, str] | None = None,
     static_href: str | None = None,
     processed_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Build the STAC item of one mosaic tile (pure)."""
+    """Build the complete STAC item of one mosaic tile (pure).
+
+    ``nodata_pct``: the share of pixels with no clear observation; ``fill_pct``: the share
+    of each fill class (``cloudfree:fill_pct``); ``software``: what the method adds to
+    ``processing:software`` (the generator's weights)."""
     processed_at = processed_at or dt.datetime.now(dt.UTC)
     start = dt.datetime.combine(window.start, dt.time.min, tzinfo=dt.UTC)
     end = dt.datetime.combine(window.end, dt.time(23, 59, 59), tzinfo=dt.UTC)
@@ -159,7 +165,7 @@ def build_item(
             "gsd": tile.resolution_m,
             "processing:level": "L3",
             "processing:facility": "cloudfree",
-            "processing:software": {"cloudfree": __version__},
+            "processing:software": {"cloudfree": __version__, **(software or {})},
             "processing:datetime": _iso(processed_at),
             "processing:lineage": (
                 f"{method} of {len(source_items)} Sentinel-2 L2A scenes "
@@ -173,6 +179,7 @@ def build_item(
             "cloudfree:inputs_hash": digest,
             "cloudfree:source_dates": dates,
             "cloudfree:nodata_pct": round(float(nodata_pct), 3),
+            **({"cloudfree:fill_pct": dict(fill_pct)} if fill_pct is not None else {}),
         },
         "links": links,
         "assets": item_assets,
@@ -180,7 +187,7 @@ def build_item(
 
 
 def _fill_classes() -> list[dict[str, Any]]:
-    from cloudfree.methods._composite import FILL_CLASSES
+    from cloudfree.methods import FILL_CLASSES
 
     return [{"value": code, "name": name, "description": text}
             for code, (name, text) in sorted(FILL_CLASSES.items())]

@@ -1,7 +1,12 @@
-"""One tile end to end: cube → clear mask → composite → COGs → STAC item.
+"""One tile, in four steps: plan → compute → write → publish.
 
-The stages are pure; this module wires them to storage and the STAC API, in the
-publish order of DESIGN.md: every COG first, the static JSON next, the API item last.
+``plan_tile`` decides, from the source items and the parameters alone, what the tile will
+be: its sources, its item id and its inputs hash (a re-run with the same inputs is
+skipped). ``compute_tile`` builds the cube (:mod:`cloudfree.cube`), masks it
+(:mod:`cloudfree.masking`) and runs the method (:mod:`cloudfree.methods`). ``write_tile``
+encodes the COGs and the thumbnail (:mod:`cloudfree.cog`). ``publish_tile`` builds the
+complete item (:mod:`cloudfree.publish`) and publishes it, in the order of DESIGN.md:
+every COG first, the static JSON next, the API item last.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from cloudfree import cog
+from cloudfree import cog, methods
 from cloudfree.cube import build_cube
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import DateWindow, Tile, bbox_intersects
@@ -27,14 +32,7 @@ from cloudfree.masking import (
     DEFAULT_INVALID_CLASSES,
     scl_clear_mask,
 )
-from cloudfree.methods._composite import FILL_CLASSES, METHODS, composite
-from cloudfree.methods._corrected import (
-    HELD_OUT_MASKS,
-    correction_parameters,
-    interpolate_corrected_composite,
-    record_choice,
-)
-from cloudfree.methods.correction import SIGMAS_PX
+from cloudfree.methods import FILL_CLASSES, get_method
 from cloudfree.publish import (
     WrittenAsset,
     build_item,
@@ -47,14 +45,6 @@ from cloudfree.quicklook import rgb_uint8, thumbnail
 from cloudfree.sentinel2 import DEFAULT_BANDS, NODATA, OFFSET, SCALE
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-#: Every way a tile can be made: the non-learned composites, linear interpolation fitted to
-#: the target date's own clear pixels, and the generator network (fitted the same way).
-MOSAIC_METHODS: tuple[str, ...] = (*METHODS, "interpolate_corrected", "generator")
-#: Methods that aim at a target date (default: the middle of the window).
-TARGETED_METHODS: tuple[str, ...] = ("bap", "interpolate", "interpolate_corrected", "generator")
-#: Methods that show one real date, its gaps filled and fitted to it by the residual
-#: correction (:mod:`cloudfree.methods._corrected`).
-CORRECTED_METHODS: tuple[str, ...] = ("interpolate_corrected", "generator")
 
 
 @dataclass(frozen=True)
@@ -62,12 +52,12 @@ class MosaicParams:
     """Everything that, with the source items, determines a mosaic."""
 
     bands: tuple[str, ...] = DEFAULT_BANDS
+    #: A method of the registry (``cloudfree.methods.list_methods("mosaic")``).
     method: str = "median"
-    #: For the targeted methods (bap, interpolate, interpolate_corrected, generator): the
-    #: date the mosaic should show (default: the middle of the window). Ignored by median
-    #: and geomedian.
+    #: For the targeted methods: the date the mosaic should show (default: the middle of
+    #: the window). Ignored by the others.
     target_date: str | None = None
-    #: The shipped generator weights to use (method "generator" only).
+    #: The shipped weights to use (learned methods only).
     model: str = "default"
     resolution_m: float = 10.0
     invalid_classes: tuple[int, ...] = DEFAULT_INVALID_CLASSES
@@ -78,9 +68,7 @@ class MosaicParams:
     compress: Literal["deflate", "zstd"] = "deflate"
 
     def __post_init__(self) -> None:
-        if self.method not in MOSAIC_METHODS:
-            raise InvalidParameterError("method", self.method,
-                                        f"choose one of {', '.join(MOSAIC_METHODS)}")
+        get_method(self.method, "mosaic")
         if self.target_date is not None:
             try:
                 dt.date.fromisoformat(self.target_date)
@@ -90,6 +78,10 @@ class MosaicParams:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def method_options(self) -> dict[str, Any]:
+        """The method's own options: the weights, for a learned method."""
+        return {"model_name": self.model} if get_method(self.method).learned else {}
 
 
 @dataclass
@@ -101,10 +93,52 @@ class TileOutcome:
     n_sources: int = 0
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """What a tile will be, decided before any pixel is read."""
+
+    tile: Tile
+    window: DateWindow
+    #: The parameters, with a targeted method's default target date filled in.
+    params: MosaicParams
+    sources: list[dict[str, Any]]
+    #: The method as it appears in the item id (a learned one with its model version).
+    label: str
+    item_id: str
+    inputs_hash: str
+
+    def base_url(self, output_root: str) -> str:
+        """Where the tile's files go: ``{root}/{tile_id}/{item_id}/{inputs_hash[:12]}``, so a
+        re-run with other inputs never overwrites what a published item points at."""
+        return f"{output_root.rstrip('/')}/{self.tile.tile_id}/{self.item_id}/{self.inputs_hash[:12]}"
+
+
 def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[str, Any]]:
     """The items whose bbox intersects the tile."""
     box = tile.bbox_latlon()
     return [dict(it) for it in items if bbox_intersects(tuple(it["bbox"]), box)]
+
+
+# --------------------------------------------------------------------------- 1. plan
+
+
+def plan_tile(items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow,
+              params: MosaicParams) -> TilePlan:
+    """The tile's sources, item id and inputs hash (pure: reads nothing)."""
+    sources = items_for_tile(items, tile)
+    if params.target_date is None and get_method(params.method).targeted:
+        middle = window.start + (window.end - window.start) / 2
+        params = dataclasses.replace(params, target_date=middle.isoformat())
+    label = methods.label(params.method, params.method_options())
+    hashed = {**params.as_dict(), "method_label": label, "tile": tile.tile_id,
+              "bounds": list(tile.bounds), "window": window.compact,
+              **methods.hashed_parameters(params.method)}
+    return TilePlan(tile=tile, window=window, params=params, sources=sources, label=label,
+                    item_id=item_id(tile.tile_id, window, label),
+                    inputs_hash=inputs_hash(sources, hashed))
+
+
+# --------------------------------------------------------------------------- 2. compute
 
 
 def compute_tile(
@@ -114,7 +148,7 @@ def compute_tile(
     *,
     gdal_env: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Build the cube, mask it and composite it; returns computed numpy data (a corrected
+    """Build the cube, mask it and run the method; returns computed numpy data (a corrected
     method's choice of candidate and width in ``attrs["parameters"]``)."""
     if not items:
         raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
@@ -131,35 +165,12 @@ def compute_tile(
         opening_m=params.opening_m,
     )
     reflectance = cube.sel(band=list(params.bands))
-    if params.method == "generator":
-        from cloudfree.methods.generator import COMPUTE_CONFIG, generator_composite
-
-        result = generator_composite(reflectance, clear, target_date=params.target_date,
-                                     model_name=params.model)
-        import dask
-
-        with dask.config.set(COMPUTE_CONFIG):  # so GPU annotations reach the scheduler
-            return record_choice(result.compute())
-    if params.method == "interpolate_corrected":
-        result = interpolate_corrected_composite(reflectance, clear,
-                                                 target_date=params.target_date)
-        return record_choice(result.compute())
-    result = composite(reflectance, clear, method=params.method, target_date=params.target_date)
-    return result.compute()
+    result = methods.mosaic(params.method, reflectance, clear, target_date=params.target_date,
+                            **params.method_options())
+    return methods.compute(params.method, result)
 
 
-def method_label(params: MosaicParams) -> str:
-    """The method as it appears in item ids: the generator's carries its model version,
-    so new weights make new items."""
-    if params.method != "generator":
-        return params.method
-    from cloudfree.models.weights import WEIGHTS_DIR, ModelCard
-
-    card_path = WEIGHTS_DIR / f"{params.model}.json"
-    if not card_path.is_file():
-        raise InvalidParameterError("model", params.model, f"no model card {card_path}")
-    card = ModelCard.from_json(card_path.read_text())
-    return f"generator-{card.name}-{card.version}"
+# --------------------------------------------------------------------------- 3. write
 
 
 def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
@@ -168,7 +179,7 @@ def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
     )
 
 
-def write_tile_assets(
+def write_tile(
     result: xr.Dataset, tile: Tile, *, base_url: str, fs: Any, params: MosaicParams
 ) -> list[WrittenAsset]:
     """Encode and upload one COG per band, the clear count and an RGB thumbnail."""
@@ -210,6 +221,43 @@ def write_tile_assets(
     return written
 
 
+# --------------------------------------------------------------------------- 4. publish
+
+
+def publish_tile(
+    plan: TilePlan,
+    result: xr.Dataset,
+    written: Sequence[WrittenAsset],
+    *,
+    api_url: str,
+    source_api_url: str,
+    source_collection: str,
+    output_collection: str,
+    output_root: str,
+    fs: Any,
+) -> TileOutcome:
+    """Build the complete item, write its static copy beside the COGs, then publish it."""
+    params = plan.params
+    count = result["clear_count"].values
+    fill = result["fill"].values
+    static_href = f"{plan.base_url(output_root)}/{plan.item_id}.json"
+    item = build_item(
+        item_id=plan.item_id, collection_id=output_collection, tile=plan.tile,
+        window=plan.window, assets=written, source_items=plan.sources,
+        source_api_url=source_api_url, source_collection=source_collection, method=plan.label,
+        parameters={**params.as_dict(), **result.attrs.get("parameters", {})},
+        digest=plan.inputs_hash, nodata_pct=100.0 * float(np.mean(count == 0)),
+        fill_pct={name: round(100.0 * float(np.mean(fill == code)), 3)
+                  for code, (name, _) in sorted(FILL_CLASSES.items())},
+        software=methods.software(params.method, params.method_options()),
+        static_href=static_href,
+    )
+    cog.put(json.dumps(item, indent=1).encode(), static_href, fs=fs)
+    publish_item(api_url, item)
+    return TileOutcome(plan.tile.tile_id, plan.item_id, "published",
+                       {w.key: w.href for w in written}, len(plan.sources))
+
+
 def mosaic_tile(
     items: Sequence[Mapping[str, Any]],
     tile: Tile,
@@ -225,54 +273,22 @@ def mosaic_tile(
     gdal_env: dict[str, Any] | None = None,
     force: bool = False,
 ) -> TileOutcome:
-    """Make, write and publish one tile, or skip it when the published item already
-    has the same inputs.
-
-    Files go under ``{output_root}/{tile_id}/{item_id}/{inputs_hash[:12]}/`` so a
-    re-run with other inputs never overwrites what a published item points at.
-    """
-    sources = items_for_tile(items, tile)
-    if params.target_date is None and params.method in TARGETED_METHODS:
-        middle = window.start + (window.end - window.start) / 2
-        params = dataclasses.replace(params, target_date=middle.isoformat())
-    label = method_label(params)
-    iid = item_id(tile.tile_id, window, label)
-    hashed = {**params.as_dict(), "method_label": label, "tile": tile.tile_id,
-              "bounds": list(tile.bounds), "window": window.compact}
-    if params.method in CORRECTED_METHODS:  # the correction decides pixels too
-        hashed["correction"] = correction_parameters([], sigmas=SIGMAS_PX, seed=0,
-                                                     masks=HELD_OUT_MASKS)
-    if params.method == "generator":  # and so does the test-time head's training
-        from cloudfree.models.head import head_parameters
-
-        hashed["test_time_head"] = head_parameters()
-    digest = inputs_hash(sources, hashed)
+    """Plan, compute, write and publish one tile, or skip it when the published item
+    already has the same inputs."""
+    plan = plan_tile(items, tile, window, params)
     if not force:
-        existing = published_item(api_url, output_collection, iid)
-        if existing and existing["properties"].get("cloudfree:inputs_hash") == digest:
-            return TileOutcome(tile.tile_id, iid, "skipped",
+        existing = published_item(api_url, output_collection, plan.item_id)
+        if existing and existing["properties"].get("cloudfree:inputs_hash") == plan.inputs_hash:
+            return TileOutcome(tile.tile_id, plan.item_id, "skipped",
                                {k: a["href"] for k, a in existing["assets"].items()},
-                               len(sources))
-    result = compute_tile(sources, tile, params, gdal_env=gdal_env)
-    base_url = f"{output_root.rstrip('/')}/{tile.tile_id}/{iid}/{digest[:12]}"
-    written = write_tile_assets(result, tile, base_url=base_url, fs=fs, params=params)
-    count = result["clear_count"].values
-    static_href = f"{base_url}/{iid}.json"
-    item = build_item(
-        item_id=iid, collection_id=output_collection, tile=tile, window=window,
-        assets=written, source_items=sources, source_api_url=source_api_url,
-        source_collection=source_collection, method=label,
-        parameters={**params.as_dict(), **result.attrs.get("parameters", {})}, digest=digest,
-        nodata_pct=100.0 * float(np.mean(count == 0)), static_href=static_href,
-    )
-    if params.method == "generator":  # the weights are software too
-        item["properties"]["processing:software"]["cloudfree-generator"] = label
-    fill = result["fill"].values
-    item["properties"]["cloudfree:fill_pct"] = {
-        name: round(100.0 * float(np.mean(fill == code)), 3)
-        for code, (name, _) in sorted(FILL_CLASSES.items())
-    }
-    cog.put(json.dumps(item, indent=1).encode(), static_href, fs=fs)
-    publish_item(api_url, item)
-    return TileOutcome(tile.tile_id, iid, "published", {w.key: w.href for w in written},
-                       len(sources))
+                               len(plan.sources))
+    result = compute_tile(plan.sources, tile, plan.params, gdal_env=gdal_env)
+    written = write_tile(result, tile, base_url=plan.base_url(output_root), fs=fs,
+                         params=plan.params)
+    return publish_tile(plan, result, written, api_url=api_url, source_api_url=source_api_url,
+                        source_collection=source_collection,
+                        output_collection=output_collection, output_root=output_root, fs=fs)
+
+
+__all__ = ("MosaicParams", "TileOutcome", "TilePlan", "compute_tile", "items_for_tile",
+           "mosaic_tile", "plan_tile", "publish_tile", "write_tile")

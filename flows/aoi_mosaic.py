@@ -36,7 +36,7 @@ def aoi_mosaic(
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
         method: median, bap, geomedian, interpolate, interpolate_corrected (interpolation
             fitted to the target date's own clear pixels), or generator (the network,
-            fitted the same way); see ``cloudfree.tile.MOSAIC_METHODS``.
+            fitted the same way); see ``cloudfree.methods.list_methods("mosaic")``.
         target_date: the date bap, interpolate, interpolate_corrected and generator aim at
             (default: the window's middle).
         resolution_m: output pixel size.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cloudfree.masking import dilate
-from cloudfree.methods import correction
+from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected
 from cloudfree.models import head as adapt
 
 
@@ -38,7 +38,7 @@ def test_the_head_learns_how_the_target_date_differs():
     the target's clear pixels and fills the gap to within the noise."""
     values, truth, days, cloud = two_kinds_of_land()
     head = adapt.adapted_frame(values, days, 2)
-    baseline = correction.interpolate_corrected(values, days, 2)
+    baseline = interpolate_corrected(values, days, 2)
     rmse = lambda pred: float(np.sqrt(((pred - truth)[:, cloud] ** 2).mean()))  # noqa: E731
     assert rmse(baseline) > 0.04
     assert rmse(head) < 0.015

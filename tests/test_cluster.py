@@ -18,7 +18,6 @@ from cloudfree.cluster import (
     NVIDIA_GPU,
     GpuGroupScaler,
     KubeClusterConfig,
-    KubernetesUnreachableError,
     WorkerGroup,
     build_manifests,
     default_gpu_group,
@@ -27,7 +26,7 @@ from cloudfree.cluster import (
     gpu_resources,
     make_cluster,
 )
-from cloudfree.errors import InvalidParameterError
+from cloudfree.errors import InvalidParameterError, KubernetesUnreachableError
 
 
 def _by_kind(docs: list[dict]) -> dict[str, dict]:

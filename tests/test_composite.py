@@ -5,20 +5,21 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cloudfree.errors import InvalidParameterError
-from cloudfree.methods._composite import (
+from cloudfree.errors import GeomedianNotConvergedWarning, InvalidParameterError
+from cloudfree.methods import (
     FILL_CLASSES,
     FILL_COMPOSITED,
     FILL_INTERPOLATED,
     FILL_NODATA,
     FILL_OBSERVED,
-    METHODS,
-    GeomedianNotConvergedWarning,
     composite,
     composite_array,
-    nanmedian_time,
 )
+from cloudfree.methods.median import nanmedian_time
 from cloudfree.testing import make_cube
+
+#: The per-pixel composites of the registry.
+METHODS = ("median", "bap", "geomedian", "interpolate")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
@@ -352,7 +353,7 @@ def test_geomedian_known_answers():
 
 def test_interpolate_at_is_the_interpolate_core():
     """The corrected methods start from exactly what ``interpolate`` makes."""
-    from cloudfree.methods._composite import interpolate_at
+    from cloudfree.methods.interpolate import interpolate_at
 
     rng = np.random.default_rng(5)
     values = rng.random((5, 3, 6, 7)).astype(np.float32)

@@ -12,16 +12,20 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudfree.methods import _corrected as corrected
-from cloudfree.methods import correction
-from cloudfree.methods._composite import (
+from cloudfree.methods import (
     FILL_COMPOSITED,
     FILL_NODATA,
     FILL_OBSERVED,
     composite,
+    corrected,
+    correction,
     days_since_epoch,
 )
-from cloudfree.methods._corrected import interpolate_corrected_composite, record_choice
+from cloudfree.methods._driver import aligned_chunks, nearest_frame
+from cloudfree.methods.corrected import record_choice
+from cloudfree.methods import interpolate_corrected
+from cloudfree.methods.interpolate_corrected import interpolation_candidate
+from cloudfree.methods.interpolate_corrected import mosaic as interpolate_corrected_composite
 
 BANDS = ("blue", "green", "red")
 #: Narrow widths for small images: an overlap of 16 px instead of 128.
@@ -58,7 +62,7 @@ def biased_cube(size=96, n_dates=6, seed=0, clouds=5, clear_others=False):
 
 def _frame(reflectance):
     days = days_since_epoch(reflectance["time"].values)
-    return corrected.nearest_frame(days, (days.min() + days.max()) / 2)
+    return nearest_frame(days, (days.min() + days.max()) / 2)
 
 
 def _chunked(reflectance, clear, chunk, **kw):
@@ -112,7 +116,7 @@ def test_per_chunk_sums_add_up_to_the_whole_image():
     frame = _frame(reflectance)
     usable = clear.values
     values = np.where(usable[:, None], truth, np.nan)
-    candidates = corrected.interpolation_candidate(values, usable, np.arange(6) * 10.0, frame)
+    candidates = interpolation_candidate(values, usable, np.arange(6) * 10.0, frame)
     candidates = np.stack([candidates, candidates + 0.01])
     fraction = (~usable).mean(axis=(1, 2))
     kw = dict(frame=frame, shape=(64, 64), seed=0, masks=4, sigmas=SMALL_SIGMAS)
@@ -142,7 +146,7 @@ def test_the_mosaic_is_the_evaluation_method():
     frame = _frame(reflectance)
     series = np.where(clear.values[:, None], reflectance.values * 1e-4 - 0.1, np.nan)
     days = days_since_epoch(reflectance["time"].values)
-    expected = correction.interpolate_corrected(series.astype(np.float32), days, frame)
+    expected = interpolate_corrected.evaluate(series.astype(np.float32), days, frame)
     mosaic = interpolate_corrected_composite(reflectance, clear)["reflectance"].values
     assert np.abs(mosaic * 1e-4 - 0.1 - expected).max() < 1.5e-4
 
@@ -242,7 +246,7 @@ def test_building_the_graph_computes_nothing():
     # the generator's mosaic too: no read and no forward pass until computed
     import torch
 
-    from cloudfree.methods.generator import generator_composite
+    from cloudfree.methods.generator import mosaic as generator_composite
     from cloudfree.models.generator import Generator
 
     reads.clear()
@@ -262,21 +266,23 @@ def test_building_the_graph_computes_nothing():
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=8), st.integers(0, 200),
        st.sampled_from([1, 2, 4, 8]))
 def test_aligned_chunks(chunks, depth, factor):
-    out = corrected.aligned_chunks(tuple(chunks), depth=depth, factor=factor)
+    out = aligned_chunks(tuple(chunks), depth=depth, factor=factor)
     assert sum(out) == sum(chunks)
     if len(out) > 1:
         assert min(out) >= depth  # every neighbour can lend a full halo
         assert all(c % factor == 0 for c in out[:-1])  # chunk starts on the factor grid
-    assert corrected.aligned_chunks(out, depth=depth, factor=factor) == out  # idempotent
+    assert aligned_chunks(out, depth=depth, factor=factor) == out  # idempotent
 
 
 def test_compute_tile_and_params(tmp_path):
     """The mosaic path: MosaicParams accepts the method, compute_tile runs it and records
     the tile's choice for the item."""
+    from cloudfree.methods import get_method, list_methods
     from cloudfree.testing import make_items, make_tile
-    from cloudfree.tile import MOSAIC_METHODS, TARGETED_METHODS, MosaicParams, compute_tile
+    from cloudfree.tile import MosaicParams, compute_tile
 
-    assert "interpolate_corrected" in MOSAIC_METHODS and "interpolate_corrected" in TARGETED_METHODS
+    assert "interpolate_corrected" in list_methods("mosaic")
+    assert get_method("interpolate_corrected").targeted
     size = 48
     reflectance, clear, _ = biased_cube(size=size, n_dates=5)
     scl = np.where(clear.values[:, ::2, ::2], 4, 9).astype(np.uint16)  # 20 m SCL

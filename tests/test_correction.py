@@ -7,6 +7,8 @@ import pytest
 
 from cloudfree.evaluation.harness import BASELINES, evaluate_cases
 from cloudfree.methods import correction
+from cloudfree.methods.corrected import correct_frame
+from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected
 from cloudfree.testing import shared_data_dir
 
 
@@ -39,14 +41,17 @@ def test_correct_keeps_visible_pixels_bit_exact():
     assert np.array_equal(out[:, visible], observed[:, visible])
 
 
-def test_choose_prefers_wide_sigma_for_smooth_residual_and_the_better_candidate():
+def test_choice_prefers_wide_sigma_for_smooth_residual_and_the_better_candidate():
+    """The self-validation holds out the cloud of the other, partly cloudy date."""
     yy, _ = np.mgrid[:40, :40]
     truth = (0.2 + 0.01 * yy / 40.0)[None]
-    visible = np.ones((40, 40), bool)
-    held = [disc(40, 20, 20, 8)]
+    usable = np.ones((2, 40, 40), bool)
+    usable[1] = ~disc(40, 20, 20, 8)  # 13 % cloud: its mask is the held-out one
     rng = np.random.default_rng(1)
     noisy = truth + rng.normal(0, 0.02, truth.shape)
-    index, sigma = correction.choose([noisy, np.full_like(truth, 0.2)], truth, visible, held)
+    candidates = np.stack([noisy, np.full_like(truth, 0.2)]).astype(np.float32)
+    _, index, sigma = correct_frame(truth.astype(np.float64), usable, candidates, frame=0,
+                                    masks=1)
     assert index == 1 and sigma >= 8
 
 
@@ -67,7 +72,7 @@ def test_interpolate_corrected_removes_a_per_date_bias_that_interpolation_keeps(
     hidden = disc(48, 24, 24, 10)
     series[2][:, hidden] = np.nan
     series[[1, 3]][:, :, disc(48, 10, 30, 8)] = np.nan
-    corrected = correction.interpolate_corrected(series, days, 2)
+    corrected = interpolate_corrected(series, days, 2)
     plain = BASELINES["interpolate"](series, days, 2)
     err_corrected = np.abs(corrected - truth[2])[:, hidden].mean()
     err_plain = np.abs(plain - truth[2])[:, hidden].mean()
@@ -79,7 +84,7 @@ def test_interpolate_corrected_with_nothing_visible_is_interpolation():
     truth, days = bias_series()
     series = truth.copy()
     series[2] = np.nan
-    out = correction.interpolate_corrected(series, days, 2)
+    out = interpolate_corrected(series, days, 2)
     assert np.allclose(out, BASELINES["interpolate"](series, days, 2))
 
 

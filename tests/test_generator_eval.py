@@ -8,7 +8,7 @@ import torch
 
 from cloudfree.evaluation import harness as evaluate
 from cloudfree.evaluation.harness import Case, evaluate_cases, resolve_methods
-from cloudfree.methods._generator_eval import fill_target, select_frames
+from cloudfree.methods.generator import fill_target, select_frames
 from cloudfree.models.generator import Generator
 from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
 from cloudfree.testing import shared_data_dir

@@ -11,14 +11,11 @@ import torch
 import xarray as xr
 from torch import nn
 
+from cloudfree.methods import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
 from cloudfree.methods import generator as inference
-from cloudfree.methods._composite import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
-from cloudfree.methods.generator import (
-    fill_series,
-    generator_composite,
-    generator_composite_array,
-    tile_windows,
-)
+from cloudfree.methods.generator import generator_composite_array
+from cloudfree.methods.generator import mosaic as generator_composite
+from cloudfree.models.inference import fill_series, network_prediction, tile_windows
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 #: Correction widths for small test images (overlap 16 px instead of 128).
@@ -185,7 +182,7 @@ def test_network_prediction_uses_no_pixel_of_the_target(model_and_card):
     values = np.where(usable[:, None], values, np.nan).astype(np.float32)
     changed = values.copy()
     changed[1] = np.where(usable[1], values[1] * 1.5, np.nan)
-    a, b = (inference.network_prediction(v, days, BANDS, frame=1, model=model, card=card,
+    a, b = (network_prediction(v, days, BANDS, frame=1, model=model, card=card,
                                          tile_px=32) for v in (values, changed))
     assert a.shape == (6, 40, 48)
     np.testing.assert_array_equal(a, b)
@@ -294,7 +291,7 @@ def test_graph_keys_depend_on_the_input():
     import pandas as pd
     import xarray as xr
 
-    from cloudfree.methods.generator import generator_composite
+    from cloudfree.methods.generator import mosaic as generator_composite
     from cloudfree.models.generator import Generator
 
     torch.manual_seed(0)

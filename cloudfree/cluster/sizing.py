@@ -1,5 +1,6 @@
-"""Pod sizing for flow runs on Kubernetes: plain functions whose result is a deployment's
-``job_variables`` (the Kubernetes work pool's base job template reads these keys)."""
+"""Sizing rules, as plain functions: the pod of a flow run on Kubernetes (its result is a
+deployment's ``job_variables``, which the Kubernetes work pool's base job template reads), and
+the worker count of a Dask worker group for a given demand."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cloudfree.cluster.specs import WorkerGroup
 from cloudfree.errors import InvalidParameterError
 
 #: Python, Prefect, GDAL's block cache (256 MB) and the Dask client, before any tile (GiB).
@@ -112,3 +114,12 @@ def deployment_job_variables(deployment: str) -> dict[str, Any]:
             "deployment", deployment, f"use one of {', '.join(DEPLOYMENT_SIZES)}"
         ) from None
     return job_variables(pod_size(**shape))
+
+
+def desired_workers(demand: int, *, current: int, group: WorkerGroup) -> int:
+    """Workers a group should have for ``demand`` tasks: one task per thread, within the
+    group's bounds, shrinking by at most one worker per step (as the operator's autoscaler)."""
+    target = min(group.maximum, max(group.minimum, math.ceil(demand / group.threads)))
+    if target < current:
+        target = max(target, current - 1)
+    return target

@@ -24,12 +24,12 @@ and visible. A method therefore never sees hidden truth. It gets a fresh copy pe
 
 **What a method returns.** The (C, H, W) reconstruction of the target frame, finite on
 every hidden pixel: a NaN there raises :class:`MethodOutputError` (a method with no
-observation must decide what to put there). The baselines (:data:`BASELINES`) fall back,
-where ``composite_array`` finds no clear observation, to the per-band median of all
-usable values of the series (every date and pixel), else 0. A method that accepts a
-``band_names`` keyword also gets the case's band names. The learned methods
-(:data:`LEARNED`: ``generator``, and ``generator_no_tta`` without test-time adaptation)
-are imported only when named.
+observation must decide what to put there). The methods are the registry's
+(:mod:`cloudfree.methods`), each called through the same numpy core the mosaics run; the
+baselines (:data:`BASELINES`) fall back, where they find no clear observation, to the
+per-band median of all usable values of the series (every date and pixel), else 0. A
+method that accepts a ``band_names`` keyword also gets the case's band names. The learned
+methods are imported only when named.
 
 **Metrics.** The scored frame is the target with the method's values pasted into the
 hidden pixels (the observed pixels stay as observed, as a gap filler would leave them).
@@ -60,17 +60,7 @@ from cloudfree.errors import (
     MethodOutputError,
 )
 from cloudfree.evaluation import metrics
-from cloudfree.methods._composite import (
-    METHODS,
-    _resolve_haze_band,
-    composite_array,
-    days_since_epoch,
-)
-from cloudfree.methods.correction import fill_with_series_median, interpolate_corrected
-
-MethodFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-"""(series (T, C, H, W) float32, NaN = cloudy or hidden; days (T,) since 1970-01-01;
-target index) -> (C, H, W) reconstruction of the target frame."""
+from cloudfree.methods import MethodFn, days_since_epoch, evaluation_function, list_methods
 
 MAX_TARGET_CLOUD = 0.01
 PASTE_CLOUD_RANGE = (0.05, 0.80)
@@ -179,42 +169,10 @@ def draw_samples(case: Case, *, seed: int, pastes_per_target: int = DEFAULT_PAST
     return samples
 
 
-def baseline(method: str, **params: Any) -> MethodFn:
-    """A :data:`MethodFn` for a ``composite_array`` method aimed at the target's date.
-
-    Given the case's band names, bap finds its haze band (blue) by name, as the mosaic does."""
-
-    def reconstruct(series: np.ndarray, days: np.ndarray, target: int, *,
-                    band_names: Sequence[str] | None = None) -> np.ndarray:
-        extra = dict(params)
-        if method == "bap" and band_names is not None and "haze_band" not in extra:
-            extra["haze_band"] = "auto"
-            _resolve_haze_band(extra, [str(b) for b in band_names])
-        result = composite_array(series, days, method=method,  # type: ignore[arg-type]
-                                 target_day=float(days[target]), **extra)
-        return fill_with_series_median(result.reflectance, series)
-
-    reconstruct.__name__ = reconstruct.__qualname__ = method
-    return reconstruct
-
-
-BASELINES: dict[str, MethodFn] = {name: baseline(name) for name in METHODS}
-#: Linear interpolation corrected by the target's visible pixels (:mod:`cloudfree.methods.correction`):
-#: the strongest non-learned method here, and the same correction the generator gets.
-BASELINES["interpolate_corrected"] = interpolate_corrected
-
-#: Learned methods, imported only when asked for (they need torch and the shipped weights).
-LEARNED: dict[str, tuple[str, str]] = {
-    "generator": ("cloudfree.methods._generator_eval", "generator_method"),
-    "generator_no_tta": ("cloudfree.methods._generator_eval", "generator_method_no_tta"),
-}
-
-
-def _learned(name: str) -> MethodFn:
-    import importlib
-
-    module, attr = LEARNED[name]
-    return getattr(importlib.import_module(module), attr)
+#: The non-learned methods of the registry, and every method the evaluation knows.
+BASELINES: dict[str, MethodFn] = {name: evaluation_function(name)
+                                  for name in list_methods("evaluation", learned=False)}
+METHODS: tuple[str, ...] = list_methods("evaluation")
 
 
 def _accepts_band_names(method: Callable[..., Any]) -> bool:
@@ -280,16 +238,17 @@ def evaluate_case(
 
 
 def resolve_methods(methods: Sequence[str] | Mapping[str, MethodFn]) -> dict[str, MethodFn]:
-    """Method names (of :data:`BASELINES`) or a name -> function mapping, as a mapping."""
+    """Method names (of the registry, comma-separated or a sequence) or a name -> function
+    mapping, as a mapping; the learned methods are imported only when named."""
     if isinstance(methods, Mapping):
         return dict(methods)
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m]
-    unknown = [m for m in methods if m not in BASELINES and m not in LEARNED]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InvalidParameterError("methods", ",".join(unknown) or "",
-                                    f"choose from {', '.join([*BASELINES, *LEARNED])}")
-    return {m: BASELINES[m] if m in BASELINES else _learned(m) for m in methods}
+                                    f"choose from {', '.join(METHODS)}")
+    return {m: evaluation_function(m) for m in methods}
 
 
 def evaluate_cases(
@@ -339,7 +298,7 @@ def build_parser(prog: str = "cloudfree evaluate") -> argparse.ArgumentParser:
         "masks hide pixels of clear frames; PSNR, SSIM, MAE, RMSE and SAM on those pixels.")
     parser.add_argument("cases", nargs="+", metavar="CASE.npz", help="evaluation case files")
     parser.add_argument("--methods", default=",".join(BASELINES),
-                        help=f"comma-separated, from {','.join([*BASELINES, *LEARNED])} "
+                        help=f"comma-separated, from {','.join(METHODS)} "
                              "(default: the baselines)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pasted masks")
     parser.add_argument("--pastes", type=int, default=DEFAULT_PASTES,

@@ -39,6 +39,8 @@ class MethodSpec:
         fill_classes: the ``fill`` codes (names of :data:`~cloudfree.methods.FILL_CLASSES`)
             its output can hold.
         uses: where it can be used.
+        evaluate_fn: the module's function the evaluation calls (the composites, which
+            have a per-pixel ``core``, run through :mod:`cloudfree.methods._composite`).
     """
 
     name: str
@@ -50,6 +52,7 @@ class MethodSpec:
     halo_px: int
     fill_classes: tuple[str, ...]
     uses: tuple[Use, ...] = ("mosaic", "evaluation")
+    evaluate_fn: str = "evaluate"
 
     def load(self) -> ModuleType:
         """The implementing module."""
@@ -86,7 +89,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("generator_no_tta",
                "the pretrained generator network alone, without test-time training (ablation)",
                "generator", targeted=True, learned=True, corrected=False, halo_px=0,
-               fill_classes=("observed", "generated"), uses=("evaluation",)),
+               fill_classes=("observed", "generated"), uses=("evaluation",),
+               evaluate_fn="evaluate_no_tta"),
 )}
 
 

@@ -14,8 +14,8 @@ series' own cloud masks (else random discs) are pasted onto visible pixels, the 
 spread from the rest, and the width that best predicts the pasted pixels wins. No hidden
 pixel takes part, so this is a method like any other (it uses only what it is given).
 
-Everything here is plain numpy/scipy (no torch): :func:`interpolate_corrected` is a
-non-learned method in its own right (evaluation name ``interpolate_corrected``), and the
+Everything here is plain numpy/scipy (no torch). :mod:`cloudfree.methods.corrected` runs it
+on whole frames and on dask cubes for ``interpolate_corrected`` and the
 generator's evaluation method (:mod:`cloudfree.methods._generator_eval`) uses the same functions on
 the network's prediction.
 """
@@ -53,17 +53,6 @@ def spread(residual: np.ndarray, visible: np.ndarray, sigma: float) -> np.ndarra
     return np.where(weight > 1e-8, out / np.maximum(weight, 1e-8), 0.0)
 
 
-def validation_errors(residual: np.ndarray, visible: np.ndarray, masks: Sequence[np.ndarray],
-                      sigmas: Sequence[float] = SIGMAS_PX) -> np.ndarray:
-    """Per sigma, the summed squared error of spreading ``residual`` onto visible pixels
-    hidden by ``masks`` from the other visible pixels (the residual there is what is left)."""
-    errors = np.zeros(len(sigmas))
-    for mask in masks:
-        held = mask & visible
-        if held.sum() < MIN_PIXELS:
-            continue
-        errors += held_out_errors(residual, visible, held, sigmas).sum(axis=1)
-    return errors
 
 
 def held_out_errors(residual: np.ndarray, visible: np.ndarray, held: np.ndarray,
@@ -82,21 +71,12 @@ def held_out_errors(residual: np.ndarray, visible: np.ndarray, held: np.ndarray,
     return out
 
 
-def validation_masks(series: np.ndarray, target: int, rng: np.random.Generator,
-                     count: int = 4) -> list[np.ndarray]:
-    """Held-out masks for self-validation: the cloud masks (non-finite pixels) of the
-    series' partly cloudy frames other than ``target``, topped up with random discs."""
-    cloudy = ~np.isfinite(series).all(axis=1)
-    h, w = cloudy.shape[1:]
-    frames, discs = held_out_plan(cloudy.mean(axis=(1, 2)), target, rng, count, (h, w))
-    rows, cols = np.arange(h), np.arange(w)
-    return [cloudy[i] for i in frames] + [disc_mask(rows, cols, disc) for disc in discs]
 
 
 def held_out_plan(cloud_fraction: np.ndarray, target: int, rng: np.random.Generator,
                   count: int, shape: tuple[int, int]
                   ) -> tuple[list[int], list[tuple[int, int, float]]]:
-    """Which held-out masks :func:`validation_masks` makes, decided from per-frame cloud
+    """Which held-out masks the self-validation uses, decided from per-frame cloud
     fractions alone: ``(frames whose cloud mask is used, discs (cy, cx, radius) in pixels
     of an image of ``shape``)``, ``count`` in all.
 
@@ -122,22 +102,11 @@ def disc_mask(rows: np.ndarray, cols: np.ndarray, disc: tuple[int, int, float]) 
     return (rows[:, None] - cy) ** 2 + (cols[None, :] - cx) ** 2 <= radius ** 2
 
 
-def choose(candidates: Sequence[np.ndarray], observed: np.ndarray, visible: np.ndarray,
-           masks: Sequence[np.ndarray], sigmas: Sequence[float] = SIGMAS_PX
-           ) -> tuple[int, float]:
-    """``(candidate index, sigma)`` with the least self-validation error over all pairs.
-
-    ``candidates`` are (C, H, W) predictions of the frame ``observed`` (NaN or not where
-    not ``visible``). Without a usable held-out mask: the first candidate, the widest
-    sigma."""
-    errors = [validation_errors(np.where(visible, observed - predicted, 0.0), visible, masks,
-                                sigmas) for predicted in candidates]
-    return best_pair(np.asarray(errors), sigmas)
 
 
 def best_pair(errors: np.ndarray, sigmas: Sequence[float] = SIGMAS_PX) -> tuple[int, float]:
     """``(candidate index, sigma)`` of the least error in a (candidates, sigmas) table, as
-    :func:`choose` picks; a candidate whose errors are all 0 (no usable held-out mask) never
+    the self-validation picks; a candidate whose errors are all 0 (no usable held-out mask) never
     wins, and with none usable: the first candidate, the widest sigma."""
     best = (np.inf, 0, float(sigmas[-1]))
     for index, row in enumerate(np.asarray(errors, np.float64)):
@@ -155,36 +124,8 @@ def correct(predicted: np.ndarray, observed: np.ndarray, visible: np.ndarray,
     return np.where(visible[None], observed, filled)
 
 
-def correct_target(candidates: Sequence[np.ndarray], series: np.ndarray, target: int, *,
-                   seed: int = 0, masks: int = 4) -> tuple[np.ndarray, int, float]:
-    """Correct the best of ``candidates`` for ``series[target]`` (NaN = not visible).
-
-    Returns ``(filled (C, H, W), chosen candidate index, sigma)``; with fewer than
-    :data:`MIN_PIXELS` visible pixels the first candidate as it is (sigma NaN)."""
-    observed = np.asarray(series[target], np.float64)
-    visible = np.isfinite(observed).all(axis=0)
-    if visible.sum() < MIN_PIXELS:
-        return np.where(visible[None], observed, candidates[0]), 0, float("nan")
-    held = validation_masks(series, target, np.random.default_rng(seed), count=masks)
-    index, sigma = choose(candidates, observed, visible, held)
-    return correct(candidates[index], observed, visible, sigma), index, sigma
 
 
-def interpolate_corrected(series: np.ndarray, days: np.ndarray, target: int) -> np.ndarray:
-    """Non-learned evaluation method: linear interpolation in time from the other dates,
-    then the residual correction on the target's visible pixels.
-
-    Where no other date is clear, the interpolation falls back to the per-band median of
-    the series (:func:`fill_with_series_median`, as every baseline does) before correction."""
-    from cloudfree.methods._composite import composite_array
-
-    series = np.asarray(series, np.float32)
-    days = np.asarray(days, np.float64)
-    others = np.delete(np.arange(len(series)), target)
-    predicted = composite_array(series[others], days[others], method="interpolate",
-                                target_day=float(days[target])).reflectance
-    filled, _, _ = correct_target([fill_with_series_median(predicted, series)], series, target)
-    return np.nan_to_num(filled).astype(np.float32)
 
 
 def fill_with_series_median(reconstruction: np.ndarray, series: np.ndarray) -> np.ndarray:
@@ -201,6 +142,6 @@ def fill_with_series_median(reconstruction: np.ndarray, series: np.ndarray) -> n
             per_band[band] = np.median(values)
     return np.where(gaps, per_band[:, None, None], reconstruction)
 
-__all__ = ["SIGMAS_PX", "best_pair", "choose", "correct", "correct_target", "disc_mask",
-           "fill_with_series_median", "held_out_errors", "held_out_plan", "interpolate_corrected",
-           "kernel_radius", "spread", "validation_errors", "validation_masks"]
+__all__ = ["MIN_PIXELS", "SIGMAS_PX", "TRUNCATE", "best_pair", "correct", "disc_mask",
+           "fill_with_series_median", "held_out_errors", "held_out_plan", "kernel_radius",
+           "spread"]

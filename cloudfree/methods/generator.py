@@ -1,296 +1,66 @@
-"""Generator inference at scale: chunked over the dask cube with a halo, without seams.
+"""``generator``: the target date, its gaps filled by the generator network and a head
+trained on the date's own clear pixels, then fitted to them by the residual correction.
 
-The scheme, and why chunked inference equals whole-array inference (up to float error):
-
-* **One global grid.** The image is padded at the bottom and right to a multiple of the
-  generator's ``downsample_factor`` (``df``) with *missing* pixels (NaN: value 0, clear 0),
-  the same padding a whole-array run gets. Tile cores are ``tile_px`` squares (rounded up to
-  a multiple of ``df``) laid from the origin, so every tile starts on the ``df`` grid: the
-  network's pooling cells line up with those of the whole-array run.
-* **Halo.** Each tile runs on its core grown by ``halo_px`` (default the model's
-  ``receptive_radius_px``, rounded up to a multiple of ``df``) on every side, clipped to the
-  padded image. A core pixel therefore sees either the same context as in the whole-array
-  run, or the image edge where the whole-array run sees it too (zero padding at the same
-  place). Nothing farther than the receptive radius can change it.
-* **Crop-to-centre blending.** Each output pixel comes from the one tile whose core owns it
-  (a partition of unity with weights 0/1), so there is nothing to blend and no seam: the
-  result equals the whole-array run up to float rounding in the convolutions. A smooth
-  window would only add error where the halo is already exact.
-* **Dask.** :func:`generator_composite` applies the same argument to dask chunks: chunk
-  starts are put on the ``df`` grid (rechunking if needed), the overlap depth is the halo,
-  each block runs :func:`fill_series` and the halo is trimmed. A block that touches the
-  image edge is not extended (``boundary="none"``), exactly as the whole image is not.
-
-Observed pixels are copied from the input at the end, so they come out bit-identical.
-On CUDA the network runs under ``torch.autocast`` in bf16 (or fp16); on CPU in fp32.
-
-The mosaic (:func:`generator_composite`) runs what the evaluation measures: the network
-predicts the target frame with that frame hidden entirely, and the prediction is fitted to
-the frame's own clear pixels by the residual correction of :mod:`cloudfree.methods._corrected`
-(chunked with an overlap of its own, one choice of width per tile, so again no seams).
+The network (:mod:`cloudfree.models.inference`) predicts the target frame with that frame
+hidden entirely; a small head (:mod:`cloudfree.models.head`) is trained once per tile on the
+frame's clear pixels from the other dates, the interpolation prior and that prediction, and
+predicts the gaps; the residual correction (:mod:`cloudfree.methods.corrected`) fits the
+result to the frame's clear pixels, with one choice of width per tile. On dask the network
+runs per chunk with an overlap of its halo, chunk starts on the model's
+``downsample_factor`` grid, so it equals whole-array inference; the head and the
+correction are per-tile reductions of the driver. ``generator_no_tta`` is the pretrained
+network alone, for the ablation (evaluation only).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Mapping, Sequence
-from functools import partial
-from typing import Any, Literal
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
 
 from cloudfree.errors import InvalidParameterError
-from cloudfree.methods._composite import (
-    FILL_GENERATED,
-    FILL_NODATA,
-    FILL_OBSERVED,
-    Composite,
-    _target_day,
+from cloudfree.methods._driver import (
+    aligned_chunks,
     dask_cube,
+    iso_day,
+    nearest_frame,
     prepare_cube,
+    resolve_target_day,
+    to_reflectance,
     usable_block,
 )
-from cloudfree.methods._corrected import (
+from cloudfree.methods._provenance import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, Composite
+from cloudfree.methods.corrected import (
     HELD_OUT_MASKS,
-    aligned_chunks,
     correct_frame,
     correct_stack,
     corrected_dataset,
     correction_parameters,
-    iso_day,
-    nearest_frame,
-    to_reflectance,
 )
-from cloudfree.methods.correction import SIGMAS_PX, kernel_radius
+from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
+from cloudfree.models.inference import (
+    DEFAULT_TILE_PX,
+    Precision,
+    _geometry,
+    cached_generator,
+    default_device,
+    fill_series,
+    network_prediction,
+)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-DEFAULT_TILE_PX = 256
 #: Compute a graph with GPU annotations under ``dask.config.set(COMPUTE_CONFIG)``: dask's
 #: low-level fusion (on by default for arrays) turns the graph into a plain dict and drops
 #: the layers' annotations, so the scheduler would never see ``resources={"GPU": 1}``
 #: (measured with dask/distributed 2026.8).
 COMPUTE_CONFIG: dict[str, Any] = {"optimization.fuse.active": False}
 
-
-# --------------------------------------------------------------------------- model handling
-
-
-@functools.lru_cache(maxsize=4)
-def cached_generator(name: str, device: str) -> tuple[Any, Any]:
-    """``(model, card)`` loaded once per process (so once per Dask worker), in eval mode."""
-    from cloudfree.models.weights import load_generator
-
-    model, card = load_generator(name, device=device)
-    model.eval()
-    return model, card
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _model_device(model: Any) -> str:
-    for param in model.parameters():
-        return str(param.device)
-    return "cpu"
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-int(n) // multiple) * multiple
-
-
-def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager:
-    import torch
-
-    cuda = device.startswith("cuda")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise InvalidParameterError("precision", precision, "use auto, fp32, bf16 or fp16")
-    if precision == "fp32" or (precision == "auto" and not cuda):
-        return contextlib.nullcontext()
-    if not cuda:
-        raise InvalidParameterError("precision", precision,
-                                    "half precision runs on CUDA only; use fp32 or auto on CPU")
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], card: Any,
-             model: Any) -> dict[str, Any]:
-    """Batch-of-1 model inputs; the registry's normalisation when a card is given."""
-    import torch
-
-    if card is not None:
-        from cloudfree.models.weights import prepare_inputs
-
-        return prepare_inputs(values, days, list(band_names), card)
-    # No card (a bare model): reflectance as is, the bands matched by name.
-    model_bands = list(getattr(model, "bands", band_names))
-    n_dates, _, height, width = values.shape
-    full = np.zeros((n_dates, len(model_bands), height, width), np.float32)
-    present = np.zeros(len(model_bands), np.float32)
-    for i, name in enumerate(band_names):
-        if name in model_bands:
-            full[:, model_bands.index(name)] = values[:, i]
-            present[model_bands.index(name)] = 1
-    clear = np.isfinite(full[:, present > 0]).all(axis=1) if present.any() else \
-        np.zeros((n_dates, height, width), bool)
-    full = np.where(clear[:, None] & (present[:, None, None] > 0), full, 0).astype(np.float32)
-    doy = np.mod(np.asarray(days, np.float64), 365.25).astype(np.float32)
-    return {"values": torch.from_numpy(full)[None], "clear": torch.from_numpy(clear)[None].float(),
-            "doy": torch.from_numpy(doy)[None], "band_present": torch.from_numpy(present)[None]}
-
-
-def _restore(out: Any, band_names: Sequence[str], card: Any, model: Any) -> np.ndarray:
-    if card is not None:
-        from cloudfree.models.weights import restore_outputs
-
-        return np.asarray(restore_outputs(out, list(band_names), card), np.float32)
-    model_bands = list(getattr(model, "bands", band_names))
-    full = out[0].numpy()
-    restored = np.full((full.shape[0], len(band_names), *full.shape[2:]), np.nan, np.float32)
-    for i, name in enumerate(band_names):
-        if name in model_bands:
-            restored[:, i] = full[:, model_bands.index(name)]
-    return restored
-
-
-# --------------------------------------------------------------------------- tiling
-
-
-def tile_windows(height: int, width: int, *, tile_px: int, halo_px: int
-                 ) -> list[tuple[slice, slice, slice, slice]]:
-    """Cores and halo windows covering a (height, width) image: ``(core_y, core_x, win_y,
-    win_x)``. Cores partition the image; each window is its core grown by ``halo_px`` and
-    clipped to the image."""
-    windows = []
-    for y0 in range(0, height, tile_px):
-        y1 = min(y0 + tile_px, height)
-        for x0 in range(0, width, tile_px):
-            x1 = min(x0 + tile_px, width)
-            windows.append((slice(y0, y1), slice(x0, x1),
-                            slice(max(0, y0 - halo_px), min(height, y1 + halo_px)),
-                            slice(max(0, x0 - halo_px), min(width, x1 + halo_px))))
-    return windows
-
-
-def _geometry(model: Any, tile_px: int, halo_px: int | None) -> tuple[int, int, int]:
-    factor = int(getattr(model, "downsample_factor", 1))
-    halo = int(model.receptive_radius_px if halo_px is None else halo_px)
-    if tile_px < 1 or halo < 0:
-        raise InvalidParameterError("tile_px/halo_px", (tile_px, halo_px),
-                                    "give tile_px >= 1 and halo_px >= 0")
-    return factor, max(factor, _round_up(tile_px, factor)), _round_up(halo, factor)
-
-
-# --------------------------------------------------------------------------- numpy core
-
-
-def fill_series(
-    values: np.ndarray,
-    days: np.ndarray,
-    band_names: Sequence[str],
-    *,
-    model: Any = None,
-    card: Any = None,
-    model_name: str = "default",
-    tile_px: int = DEFAULT_TILE_PX,
-    halo_px: int | None = None,
-    batch_size: int = 4,
-    device: str | None = None,
-    precision: Precision = "auto",
-) -> np.ndarray:
-    """Fill every missing value of a (T, C, H, W) reflectance series with the generator.
-
-    Args:
-        values: reflectance, NaN where unusable.
-        days: (T,) days since 1970-01-01.
-        band_names: the C band names (matched to the model's trained bands).
-        model: a generator (``forward(values, clear, doy, band_present)``, attributes
-            ``downsample_factor`` and ``receptive_radius_px``); default the registry's
-            ``model_name``, loaded once per process.
-        card: the model's card (normalisation); ``None`` with a bare model means the
-            reflectance goes in as is.
-        tile_px: tile core size (rounded up to a multiple of ``downsample_factor``).
-        halo_px: context around each core; default ``model.receptive_radius_px``.
-        batch_size: tiles per forward pass.
-        device: torch device; default CUDA when available, else CPU (with ``model``
-            given: the model's own device; a ``device`` given with ``model`` must be
-            where the model lives, it is not moved).
-        precision: ``auto`` is bf16 (fp16 without bf16) under autocast on CUDA, fp32 on
-            CPU.
-
-    Returns:
-        (T, C, H, W) float32: the input wherever it is finite (bit-identical), the
-        generator's output wherever it is NaN.
-    """
-    import torch
-
-    values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 4:
-        raise InvalidParameterError("values", values.shape, "give a (time, band, y, x) array")
-    days = np.asarray(days, dtype=np.float64)
-    if days.shape != values.shape[:1]:
-        raise InvalidParameterError("days", days.shape, f"give {values.shape[0]} days")
-    if len(band_names) != values.shape[1]:
-        raise InvalidParameterError("band_names", band_names,
-                                    f"give {values.shape[1]} names, one per band")
-    if batch_size < 1:
-        raise InvalidParameterError("batch_size", batch_size, "give an integer >= 1")
-    if model is None:
-        model, card = cached_generator(model_name, device or default_device())
-    device = device or _model_device(model)
-    factor, tile, halo = _geometry(model, tile_px, halo_px)
-    missing = ~np.isfinite(values)
-    if not missing.any():
-        return values.copy()
-
-    n_dates, n_bands, height, width = values.shape
-    padded_h, padded_w = _round_up(height, factor), _round_up(width, factor)
-    padded = np.full((n_dates, n_bands, padded_h, padded_w), np.nan, np.float32)
-    padded[:, :, :height, :width] = values
-    inputs = _prepare(padded, days, band_names, card, model)
-    generated = torch.zeros_like(inputs["values"][0])  # (T, C_model, H', W')
-    # only tiles whose core holds a missing value need the network
-    needs = np.zeros((padded_h, padded_w), bool)
-    needs[:height, :width] = missing.any(axis=(0, 1))
-    by_shape: dict[tuple[int, int], list[tuple[slice, slice, slice, slice]]] = {}
-    for window in tile_windows(padded_h, padded_w, tile_px=tile, halo_px=halo):
-        if needs[window[0], window[1]].any():
-            shape = (window[2].stop - window[2].start, window[3].stop - window[3].start)
-            by_shape.setdefault(shape, []).append(window)
-
-    with torch.inference_mode(), _autocast(device, precision):
-        for windows in by_shape.values():
-            for start in range(0, len(windows), batch_size):
-                batch = windows[start:start + batch_size]
-                n = len(batch)
-                out = model(
-                    torch.cat([inputs["values"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
-                    torch.cat([inputs["clear"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
-                    inputs["doy"].expand(n, -1).to(device),
-                    inputs["band_present"].expand(n, -1).to(device),
-                ).float().cpu()
-                for i, (cy, cx, wy, wx) in enumerate(batch):
-                    local_y = slice(cy.start - wy.start, cy.stop - wy.start)
-                    local_x = slice(cx.start - wx.start, cx.stop - wx.start)
-                    generated[:, :, cy, cx] = out[i, :, :, local_y, local_x]
-    restored = _restore(generated[None], band_names, card, model)[:, :, :height, :width]
-    return np.where(missing, restored, values).astype(np.float32, copy=False)
-
-
-def network_prediction(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], *,
-                       frame: int, **fill_kw: Any) -> np.ndarray:
-    """(C, H, W) float32: the pretrained network's prediction of frame ``frame`` made with
-    that frame hidden entirely (:func:`fill_series`), so it uses none of its pixels."""
-    hidden = np.array(values, np.float32)
-    hidden[frame] = np.nan
-    return fill_series(hidden, days, band_names, **fill_kw)[frame]
+if TYPE_CHECKING:
+    from cloudfree.models.generator import Generator
+    from cloudfree.models.weights import ModelCard
 
 
 def generator_composite_array(
@@ -328,7 +98,7 @@ def generator_composite_array(
                                     "give (T, C, H, W) values and T finite days")
     usable = np.isfinite(values).all(axis=1)
     values = np.where(usable[:, None], values, np.nan).astype(np.float32)
-    frame = nearest_frame(days, _target_day(days, target_day))
+    frame = nearest_frame(days, resolve_target_day(days, target_day))
     count = usable.sum(axis=0)
     visible = usable[frame]
     if visible.all():
@@ -382,7 +152,7 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
     return gpu_resources(client)
 
 
-def generator_composite(
+def mosaic(
     reflectance: xr.DataArray,
     clear: xr.DataArray,
     *,
@@ -499,13 +269,123 @@ def generator_composite(
                              parameters=parameters)
 
 
-__all__ = [
-    "COMPUTE_CONFIG",
-    "cached_generator",
-    "fill_series",
-    "network_prediction",
-    "generator_composite",
-    "generator_composite_array",
-    "nearest_frame",
-    "tile_windows",
-]
+# --------------------------------------------------------------------------- evaluation
+
+
+@lru_cache(maxsize=4)
+def _cached_model(name: str) -> tuple[Generator, ModelCard]:
+    from cloudfree.models.weights import load_generator
+
+    return load_generator(name)
+
+
+def select_frames(series: np.ndarray, days: np.ndarray, target: int, max_frames: int) -> np.ndarray:
+    """The target and the nearest frames in time that have clear pixels, in time order."""
+    usable = np.isfinite(series).all(axis=1).mean(axis=(1, 2)) > 0.02
+    usable[target] = True
+    candidates = np.flatnonzero(usable)
+    order = candidates[np.argsort(np.abs(days[candidates] - days[target]), kind="stable")]
+    chosen = np.sort(order[:max_frames])
+    return chosen[np.argsort(days[chosen], kind="stable")]
+
+
+def _pad(array: np.ndarray, factor: int) -> tuple[np.ndarray, tuple[int, int]]:
+    h, w = array.shape[-2:]
+    ph, pw = -h % factor, -w % factor
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(array, widths, mode="reflect") if (ph or pw) else array, (h, w)
+
+
+def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
+                   target: int, band_names: Sequence[str]) -> np.ndarray:
+    """The pretrained network's (C, H, W) reflectance for frame ``target``, hiding all of it."""
+    hidden = series.copy()
+    hidden[target] = np.nan
+    padded, (h, w) = _pad(hidden, model.downsample_factor)
+    import torch
+
+    from cloudfree.models.weights import prepare_inputs, restore_outputs
+
+    inputs = prepare_inputs(padded, days, band_names, card)
+    with torch.no_grad():
+        out = model(**inputs)
+    return restore_outputs(out, band_names, card)[target, :, :h, :w]
+
+
+def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
+                target: int, band_names: Sequence[str], *, max_frames: int = 8,
+                adapt: bool = True, seed: int = 0) -> np.ndarray:
+    """(C, H, W) reconstruction of ``series[target]``; its finite pixels pass through.
+
+    ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
+    pixels, then the residual correction; without it, the pretrained network alone."""
+    series = np.asarray(series, np.float32)
+    days = np.asarray(days, np.float64)
+    visible = np.isfinite(series[target]).all(axis=0)
+    frames = select_frames(series, days, target, max_frames)
+    local = int(np.flatnonzero(frames == target)[0])
+    generated = generate_frame(model, card, series[frames], days[frames], local, band_names)
+    if not adapt:
+        return np.nan_to_num(np.where(visible[None], series[target], generated)).astype(np.float32)
+    from cloudfree.models.head import adapted_frame
+
+    adapted = fill_with_series_median(
+        adapted_frame(series, days, target, extra=generated, seed=seed), series)
+    usable = np.isfinite(series).all(axis=1)
+    filled, _, _ = correct_frame(np.asarray(series[target], np.float64), usable, adapted[None],
+                                 frame=target, seed=seed)
+    return np.nan_to_num(filled).astype(np.float32)
+
+
+def evaluate(series: np.ndarray, days: np.ndarray, target: int, *,
+                     band_names: Sequence[str] | None = None, model_name: str = "default",
+                     adapt: bool = True) -> np.ndarray:
+    """Evaluation :data:`~cloudfree.evaluation.harness.MethodFn` of the shipped generator.
+
+    ``band_names`` map the case's bands onto the model's; without them a 1-band series is
+    taken as ``ndvi`` (0..1), 13 bands as L1C B01..B12, 6 as L2A, 3 as RGB."""
+    model, card = _cached_model(model_name)
+    if band_names is None:
+        defaults = {1: ("ndvi",), 3: ("B04", "B03", "B02"), 6: ("B02", "B03", "B04", "B08", "B11",
+                    "B12"), 13: card.bands[:13]}
+        band_names = defaults[series.shape[1]]
+    return fill_target(model, card, series, days, target, band_names, adapt=adapt)
+
+
+def evaluate_no_tta(series: np.ndarray, days: np.ndarray, target: int, *,
+                            band_names: Sequence[str] | None = None) -> np.ndarray:
+    """The generator alone, without test-time adaptation (for ablations)."""
+    return evaluate(series, days, target, band_names=band_names, adapt=False)
+
+
+
+# --------------------------------------------------------------------------- items
+
+
+def label(options: Mapping[str, Any]) -> str:
+    """``generator-{model}-{version}``: new weights make new items."""
+    from cloudfree.models.weights import WEIGHTS_DIR, ModelCard
+
+    model = str(options.get("model_name", "default"))
+    card_path = WEIGHTS_DIR / f"{model}.json"
+    if not card_path.is_file():
+        raise InvalidParameterError("model", model, f"no model card {card_path}")
+    card = ModelCard.from_json(card_path.read_text())
+    return f"generator-{card.name}-{card.version}"
+
+
+def hashed_parameters() -> dict[str, Any]:
+    """The correction and the test-time head's training decide pixels too."""
+    from cloudfree.models.head import head_parameters
+
+    return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,
+                                                masks=HELD_OUT_MASKS),
+            "test_time_head": head_parameters()}
+
+
+def software(options: Mapping[str, Any]) -> dict[str, str]:
+    """The weights are software too."""
+    return {"cloudfree-generator": label(options)}
+
+
+__all__ = ("COMPUTE_CONFIG", "evaluate", "hashed_parameters", "label", "software", "evaluate_no_tta", "generator_composite_array", "mosaic")

@@ -1,19 +1,36 @@
-"""The multi-band geometric median, vectorised over pixels: Weiszfeld steps with the
-Vardi–Zhang rule, SQUAREM acceleration and an exact test for medians on observations."""
+"""``geomedian``: the multi-band geometric median of the clear observations, as DEA's.
+
+Weiszfeld steps with the Vardi–Zhang rule for iterates on an observation, accelerated by
+SQUAREM, started from the per-band median and iterated on all pixels of a block at once
+(converged pixels drop out) until a pixel's step is below ``tol`` times its norm plus
+spread, or ``max_iter`` cycles (:class:`~cloudfree.errors.GeomedianNotConvergedWarning`
+then). A median on an observation (a triangle with an angle of 120° or more) is detected
+exactly. With two observations, or one band, any point of the middle segment is a median:
+the midpoint is taken, as ``median``.
+
+``source_day`` is the mean date weighted by the final Weiszfeld weights
+``1 / max(distance, tol·|y|)``; ``fill`` is ``observed`` for a single clear observation,
+``composited`` for several.
+"""
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from cloudfree.errors import GeomedianNotConvergedWarning
+from cloudfree.errors import GeomedianNotConvergedWarning, InvalidParameterError
+from cloudfree.methods._driver import check_number
+from cloudfree.methods._provenance import blend_fill
+from cloudfree.methods.median import nanmedian_time
+
+DEFAULTS: dict[str, Any] = {"tol": 1e-7, "max_iter": 200}
 
 _VERTEX_CHECK_FROM = 4  # geomedian cycles before testing whether an observation is optimal
 _VERTEX_MARGIN = 1e-4  # relative margin on the pull at an observation
 _BLOCK_VALUES = 1 << 22  # geomedian works through pixels in blocks of about this many values
-
-
 
 
 def _distances(points, y, base=None):
@@ -188,3 +205,23 @@ def geomedian(values, usable, days, count, params, start):
         )
     refl = estimate.reshape(n_bands, height, width)
     return refl, source.reshape(height, width)
+
+
+def check(params: dict[str, Any], *, n_bands: int) -> dict[str, Any]:
+    """``tol`` > 0 and ``max_iter`` an integer >= 1, checked in place."""
+    check_number(params, "tol", positive=True)
+    it = params["max_iter"]
+    if isinstance(it, bool) or not isinstance(it, int | np.integer) or it < 1:
+        raise InvalidParameterError("max_iter", it, "give an integer >= 1")
+    params["max_iter"] = int(it)
+    return params
+
+
+def core(values: NDArray[Any], usable: NDArray[np.bool_], days: NDArray[np.float64],
+         target_day: float, params: dict[str, Any], neighbourhood: NDArray[Any] | None = None
+         ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """(reflectance, source day, fill) of a (T, C, H, W) stack NaN exactly where not usable."""
+    count = usable.sum(axis=0)
+    # start from the per-band median: exact for one observation, close otherwise
+    refl, source = geomedian(values, usable, days, count, params, nanmedian_time(values))
+    return refl, source, blend_fill(count)

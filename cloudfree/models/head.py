@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cloudfree.methods._composite import interpolate_at, usable_block
+from cloudfree.methods._driver import usable_block
+from cloudfree.methods.interpolate import interpolate_at
 
 #: Dates (other than the target) the head sees: the nearest in time that are usable enough.
 FEATURE_FRAMES = 6
@@ -99,8 +100,8 @@ def feature_frames(cloud_fraction: np.ndarray, days: np.ndarray, target: int, *,
 def prior_frame(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
                 target: int) -> np.ndarray:
     """(C, H, W) linear interpolation in time at ``days[target]`` from the other dates (NaN
-    where none is usable): :func:`cloudfree.methods._corrected.interpolation_candidate`."""
-    from cloudfree.methods._corrected import interpolation_candidate
+    where none is usable): :func:`cloudfree.methods.interpolate_corrected.interpolation_candidate`."""
+    from cloudfree.methods.interpolate_corrected import interpolation_candidate
 
     return interpolation_candidate(values, usable, days, target)
 
@@ -322,7 +323,7 @@ def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndar
     """DN (T, C, h, w), clear (T, h, w), the network's (C, h, w) and the tile's cloud
     fractions -> (F + 2 C, h, w): the features, the prior, the target's observed values
     (NaN where not usable)."""
-    from cloudfree.methods._corrected import to_reflectance
+    from cloudfree.methods._driver import to_reflectance
 
     usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
     values = to_reflectance(reflectance)
@@ -425,7 +426,8 @@ def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
     import dask
     import dask.array as da
 
-    from cloudfree.methods._corrected import _global_index, _meta
+    from cloudfree.methods._driver import global_index as _global_index
+    from cloudfree.methods._driver import meta as _meta
 
     refl = da.asarray(reflectance)
     spatial = refl.chunks[-2:]

@@ -1,29 +1,25 @@
-"""Corrected mosaics: a prediction of the target date fitted to its own clear pixels, lazily.
+"""The residual correction on cubes: one real date, its gaps fitted to its own clear pixels.
 
-A targeted mosaic shows one real date, the *target frame* (the date nearest
-``target_date``; ties: the earlier). Its clear pixels are kept as observed; its gaps are
-filled from *candidates*, predictions of that frame made from the other dates only
-(linear interpolation in time, or the generator with the target hidden). Then the residual
-correction of :mod:`cloudfree.methods.correction` fits the prediction to the frame: the residual
-``observed - predicted`` on the frame's clear pixels (haze, illumination, phenology that
-moved on since the neighbouring dates) is spread into the gaps by normalised Gaussian
-convolution. The width ``sigma`` and the candidate are chosen by self-validation: the
-cloud masks of the tile's other partly cloudy dates (5-80 % cloud; deterministic discs
-when there are too few) are pasted onto clear pixels, and the pair that best predicts
-them wins. This is what the evaluation measures (``interpolate_corrected``, and the
-generator's method), here on dask cubes of any size.
+A *corrected* method (the registry's ``corrected``) shows one real date, the *target frame*
+(the date nearest ``target_date``; ties: the earlier). Its clear pixels are kept as
+observed; its gaps are filled from *candidates*, predictions of that frame made from the
+other dates only (linear interpolation in time, or the generator with the target hidden).
+Then the residual correction of :mod:`cloudfree.methods.correction` fits the prediction to
+the frame: the residual ``observed - predicted`` on the frame's clear pixels is spread into
+the gaps. The width ``sigma`` and the candidate are chosen by self-validation: the cloud
+masks of the tile's other partly cloudy dates (5-80 % cloud; deterministic discs when there
+are too few) are pasted onto clear pixels, and the pair that best predicts them wins.
 
-Two lazy stages over spatial chunks (time and band whole), each with an overlap of
-``kernel_radius(max(sigmas))`` pixels, so that every core pixel sees what it would see
-in a whole-array run (``boundary="none"``: at the true image edge both reflect the same):
+One numpy core (:func:`validation_sums`, :func:`choose_from_sums`, :func:`corrected_frame`)
+serves both callers: :func:`correct_frame` runs it on a whole frame (the evaluation), and
+:func:`correct_stack` runs it through the dask driver in two stages over spatial chunks,
+each with an overlap of ``kernel_radius(max(sigmas))`` pixels:
 
-1. **Validation sums.** Per chunk, the squared errors per (mask, candidate, sigma) summed
-   over the chunk's *core* pixels only, with the held-out pixel counts. Sums add across
-   chunks: their total (a small dask array) is exactly the whole image's table.
-2. **Correction.** Every chunk takes that one total as an argument, picks the same
-   (candidate, sigma) from it, and corrects its core. One choice per tile: no seams.
-
-Nothing is computed while the graph is built; chunks smaller than the overlap are merged.
+1. **Validation sums** (the per-tile reduction). Per chunk, the squared errors per (mask,
+   candidate, sigma) summed over the chunk's *core* pixels only, with the held-out pixel
+   counts. Sums add across chunks: their total is exactly the whole image's table.
+2. **Correction.** Every chunk takes that one total, picks the same (candidate, sigma) from
+   it, and corrects its core. One choice per tile: no seams.
 """
 
 from __future__ import annotations
@@ -39,14 +35,21 @@ import xarray as xr
 from cloudfree import sentinel2 as s2bands
 from cloudfree.errors import InvalidParameterError
 from cloudfree.methods import correction
-from cloudfree.methods._composite import (
+from cloudfree.methods._driver import (
+    aligned_chunks,
+    global_index,
+    halo_depths,
+    meta,
+    to_reflectance,
+    trim_halo,
+    usable_block,
+    with_halo,
+)
+from cloudfree.methods._provenance import (
     FILL_COMPOSITED,
     FILL_NODATA,
     FILL_OBSERVED,
-    interpolate_at,
-    prepare_cube,
     stacked_to_dataset,
-    usable_block,
 )
 from cloudfree.methods.correction import SIGMAS_PX, kernel_radius
 
@@ -59,45 +62,6 @@ SELECTION = ("per tile, by self-validation: the cloud masks of the tile's other 
              "clear pixels; the (candidate, sigma) that best predicts them is used")
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def nearest_frame(days: np.ndarray, target_day: float) -> int:
-    """The index of the date nearest ``target_day`` (ties: the earlier date)."""
-    days = np.asarray(days, dtype=np.float64)
-    distance = np.abs(days - target_day)
-    candidates = np.flatnonzero(distance == distance.min())
-    return int(candidates[np.argmin(days[candidates])])
-
-
-def aligned_chunks(chunks: tuple[int, ...], *, depth: int, factor: int = 1) -> tuple[int, ...]:
-    """Regular chunks on the ``factor`` grid, each at least ``depth`` (the overlap): a
-    neighbour can only lend a halo it has. A short last chunk joins the one before."""
-    total = sum(chunks)
-    size = max(-(-chunks[0] // factor) * factor, -(-max(depth, 1) // factor) * factor)
-    if size >= total:
-        return (total,)
-    out = [size] * (total // size)
-    rest = total - sum(out)
-    if rest:
-        if rest < depth:
-            out[-1] += rest
-        else:
-            out.append(rest)
-    return tuple(out)
-
-
-def to_reflectance(dn: np.ndarray) -> np.ndarray:
-    """uint16 digital numbers -> float32 reflectance (:data:`cloudfree.sentinel2.SCALE`, ``OFFSET``)."""
-    return dn.astype(np.float32) * np.float32(s2bands.SCALE) + np.float32(s2bands.OFFSET)
-
-
-def iso_day(day: float) -> str:
-    """Days since 1970-01-01 -> ``YYYY-MM-DD`` (UTC)."""
-    stamp = np.datetime64(int(round(float(day) * 86400)), "s")
-    return str(stamp.astype("datetime64[D]"))
-
-
 def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float], seed: int,
                           masks: int) -> dict[str, Any]:
     """The correction's part of a mosaic's ``parameters`` (JSON-able)."""
@@ -105,24 +69,11 @@ def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float],
             "sigma_selection": SELECTION, "held_out_masks": int(masks), "seed": int(seed)}
 
 
-def _meta(ndim: int, dtype: Any) -> np.ndarray:
-    """An empty array of the output type, so dask never probes a chunk function (with
-    empty arrays) while the graph is built."""
-    return np.empty((0,) * ndim, dtype)
-
-
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
     out = tuple(float(s) for s in sigmas)
     if not out or not all(np.isfinite(s) and s > 0 for s in out):
         raise InvalidParameterError("sigmas_px", sigmas, "give one or more widths > 0 pixels")
     return out
-
-
-# --------------------------------------------------------------------------- numpy core
-#
-# The validation sums of one chunk are a flat float64 vector, so that chunks add up with a
-# plain dask sum: errors (masks, candidates, sigmas), then the held-out pixel count of each
-# mask, then the count of pixels the residual is known at.
 
 
 def _sums_length(masks: int, n_candidates: int, n_sigmas: int) -> int:
@@ -230,31 +181,8 @@ def correct_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarr
     return filled, index, sigma
 
 
-def interpolation_candidate(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
-                            frame: int) -> np.ndarray:
-    """(C, H, W) linear interpolation in time at ``days[frame]`` from the *other* frames of
-    a (T, C, H, W) stack (NaN exactly where not ``usable``); NaN where none is usable."""
-    others = np.delete(np.arange(len(days)), frame)
-    if not others.size:  # a single date: nothing to predict it from
-        return np.full(values.shape[1:], np.nan, np.float32)
-    return interpolate_at(values[others], usable[others], np.asarray(days)[others],
-                          float(days[frame])).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- chunk functions
-
-
-def _interpolation_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarray,
-                         frame: int, nodata: int) -> np.ndarray:
-    """DN (T, C, h, w) and clear (T, h, w) -> the (1, C, h, w) interpolation candidate."""
-    usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
-    values = to_reflectance(reflectance)
-    np.copyto(values, np.float32(np.nan), where=~usable[:, None])
-    return interpolation_candidate(values, usable, days, frame)[None]
-
-
-def _sums_block(observed_dn, usable, candidates, cloud_fraction, rows, cols, row_core, col_core,
-                **kw) -> np.ndarray:
+def _sums_block(observed_dn: Any, usable: Any, candidates: Any, cloud_fraction: Any, rows: Any,
+                cols: Any, row_core: Any, col_core: Any, **kw: Any) -> np.ndarray:
     """Stage 1 on one chunk with its halo -> (1, 1, n) sums over its core."""
     scored = row_core[:, None] & col_core[None, :]
     sums = validation_sums(to_reflectance(observed_dn), usable, candidates, cloud_fraction,
@@ -288,28 +216,6 @@ def _choice_block(sums, *, n_bands: int, **kw) -> np.ndarray:
     index, sigma = choose_from_sums(sums, **kw)
     rmse = heldout_rmse(sums, index=index, sigma=sigma, n_bands=n_bands, **kw)
     return np.array([index, sigma, rmse], np.float64)
-
-
-def _core_flags(rows: np.ndarray, block_info: dict | None = None, *,
-                bounds: Sequence[tuple[int, int]]) -> np.ndarray:
-    """True on the rows (or columns) of a halo'd chunk that its core owns."""
-    start, stop = bounds[block_info[None]["chunk-location"][0]]
-    return (rows >= start) & (rows < stop)
-
-
-def _global_index(chunks: tuple[int, ...], depth: int) -> tuple[Any, Any]:
-    """The halo'd global pixel index along one axis, and which of it is each chunk's core."""
-    import dask.array as da
-
-    index = da.arange(sum(chunks), chunks=(chunks,))
-    starts = np.cumsum((0, *chunks))
-    halo = da.overlap.overlap(index, depth={0: depth}, boundary="none", allow_rechunk=False)
-    core = halo.map_blocks(_core_flags, bounds=list(zip(starts[:-1], starts[1:], strict=True)),
-                           meta=_meta(1, bool))
-    return halo, core
-
-
-# --------------------------------------------------------------------------- arrays
 
 
 def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, day: float,
@@ -361,54 +267,27 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
     clear = clear.astype(bool).rechunk((-1, *spatial))
     cand = cand.astype(np.float32).rechunk((-1, -1, *spatial))
     usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
-                          "tyx", concatenate=True, meta=_meta(3, bool))
+                          "tyx", concatenate=True, meta=meta(3, bool))
     cloud_fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
-    # a single chunk along an axis has no neighbour to borrow from
-    depth_y, depth_x = (depth if len(c) > 1 else 0 for c in spatial)
-
-    def halo(array: Any) -> Any:
-        lead = array.ndim - 2
-        return da.overlap.overlap(array, depth={**dict.fromkeys(range(lead), 0),
-                                                lead: depth_y, lead + 1: depth_x},
-                                  boundary="none", allow_rechunk=False)
-
-    observed_h, usable_h, cand_h = halo(refl[frame]), halo(usable), halo(cand)
-    rows, row_core = _global_index(spatial[0], depth_y)
-    cols, col_core = _global_index(spatial[1], depth_x)
+    depth_y, depth_x = halo_depths(spatial, depth)
+    observed_h, usable_h, cand_h = (with_halo(a, depth_y, depth_x) for a in (refl[frame], usable, cand))
+    rows, row_core = global_index(spatial[0], depth_y)
+    cols, col_core = global_index(spatial[1], depth_x)
     per_chunk = da.blockwise(
         partial(_sums_block, **plan), "yxs", observed_h, "byx", usable_h, "tyx", cand_h, "kbyx",
         cloud_fraction, "t", rows, "y", cols, "x", row_core, "y", col_core, "x",
         new_axes={"s": n}, adjust_chunks={"y": 1, "x": 1}, concatenate=True,
-        meta=_meta(3, np.float64))
+        meta=meta(3, np.float64))
     sums = per_chunk.sum(axis=(0, 1))  # the whole tile's table, still lazy
     stacked = da.blockwise(partial(_corrected_block, **finish), "zyx", observed_h, "byx",
                            usable_h, "tyx", cand_h, "kbyx", sums, "s",
                            new_axes={"z": refl.shape[1] + 3}, concatenate=True,
-                           meta=_meta(3, np.float32))
-    stacked = da.overlap.trim_internal(stacked, {0: 0, 1: depth_y, 2: depth_x}, boundary="none")
+                           meta=meta(3, np.float32))
+    stacked = trim_halo(stacked, depth_y, depth_x)
     choice = sums.map_blocks(partial(_choice_block, n_candidates=n_candidates,
                                      n_bands=cand.shape[1], masks=masks, sigmas=sigmas),
-                             chunks=((3,),), meta=_meta(1, np.float64))
+                             chunks=((3,),), meta=meta(1, np.float64))
     return stacked, choice
-
-
-def interpolation_candidates(reflectance: Any, clear: Any, *, days: np.ndarray, frame: int,
-                             nodata: int = 0) -> Any:
-    """(1, C, H, W) float32: the ``interpolate`` candidate of frame ``frame`` from the other
-    dates of a (T, C, H, W) DN cube, chunk by chunk (pixelwise, no halo); lazy for dask."""
-    block = partial(_interpolation_block, days=np.asarray(days, np.float64), frame=frame,
-                    nodata=nodata)
-    if not hasattr(reflectance, "dask") and not hasattr(clear, "dask"):
-        return block(np.asarray(reflectance), np.asarray(clear, bool))
-    import dask.array as da
-
-    refl, clear = da.asarray(reflectance), da.asarray(clear).astype(bool)
-    clear = clear.rechunk((-1, *refl.chunks[-2:]))
-    return da.blockwise(block, "kbyx", refl, "tbyx", clear, "tyx", new_axes={"k": 1},
-                        concatenate=True, meta=_meta(4, np.float32))
-
-
-# --------------------------------------------------------------------------- datasets
 
 
 def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, nodata: int,
@@ -450,62 +329,6 @@ def record_choice(result: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def interpolate_corrected_composite(
-    reflectance: xr.DataArray,
-    clear: xr.DataArray,
-    *,
-    target_date: str | np.datetime64 | None = None,
-    nodata: int = 0,
-    seed: int = 0,
-    sigmas_px: Sequence[float] = SIGMAS_PX,
-) -> xr.Dataset:
-    """The ``interpolate_corrected`` mosaic of a (time, band, y, x) uint16 cube.
-
-    The target frame (the date nearest ``target_date``, default the middle of the cube's
-    time range; ties: the earlier) keeps its clear pixels' DN exactly; its gaps get linear
-    interpolation in time from the other dates, corrected by the frame's own residual
-    (see the module docstring). Outputs as :func:`cloudfree.methods._composite.composite`: ``fill``
-    is ``composited`` where corrected, ``observed`` where the frame was clear, ``nodata``
-    where no date was; ``source_date`` is the target frame's date. ``attrs["parameters"]``
-    name the target and frame dates and the correction's settings. Dask in, dask out.
-    """
-    reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
-    frame = nearest_frame(days, target_day)
-    sigmas = _check_sigmas(sigmas_px)
-    refl_data, clear_data = reflectance.data, clear.data
-    if reflectance.chunks is not None or clear.chunks is not None:
-        import dask.array as da
-
-        refl_data, clear_data = da.asarray(refl_data), da.asarray(clear_data).astype(bool)
-        source = refl_data if reflectance.chunks is not None else clear_data
-        depth = kernel_radius(max(sigmas))
-        spatial = tuple(aligned_chunks(c, depth=depth) for c in source.chunks[-2:])
-        refl_data = refl_data.rechunk((-1, -1, *spatial))
-        clear_data = clear_data.rechunk((-1, *spatial))
-    candidates = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
-                                          nodata=nodata)
-    stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
-                                    day=float(days[frame]), nodata=nodata, fill=FILL_COMPOSITED,
-                                    seed=seed, sigmas=sigmas)
-    parameters = {"target_date": iso_day(target_day), "frame_date": iso_day(days[frame]),
-                  **correction_parameters(["interpolate"], sigmas=sigmas, seed=seed,
-                                          masks=HELD_OUT_MASKS)}
-    return corrected_dataset(stacked, choice, reflectance, nodata=nodata,
-                             method="interpolate_corrected", parameters=parameters)
-
-
-__all__ = [
-    "DEPTH_PX",
-    "HELD_OUT_MASKS",
-    "aligned_chunks",
-    "correct_frame",
-    "correct_stack",
-    "corrected_dataset",
-    "interpolate_corrected_composite",
-    "interpolation_candidate",
-    "interpolation_candidates",
-    "iso_day",
-    "nearest_frame",
-    "record_choice",
-    "validation_sums",
-]
+__all__ = ("HELD_OUT_MASKS", "SELECTION", "choose_from_sums", "correct_frame", "correct_stack",
+           "corrected_dataset", "corrected_frame", "correction_parameters", "heldout_rmse",
+           "record_choice", "validation_sums")

@@ -1,0 +1,255 @@
+"""The generator network at scale: chunked over any (T, C, H, W) series with a halo, no seams.
+
+* **One global grid.** The image is padded at the bottom and right to a multiple of the
+  generator's ``downsample_factor`` (``df``) with *missing* pixels (NaN: value 0, clear 0),
+  the same padding a whole-array run gets. Tile cores are ``tile_px`` squares (rounded up to
+  a multiple of ``df``) laid from the origin, so every tile starts on the ``df`` grid: the
+  network's pooling cells line up with those of the whole-array run.
+* **Halo.** Each tile runs on its core grown by ``halo_px`` (default the model's
+  ``receptive_radius_px``, rounded up to a multiple of ``df``) on every side, clipped to the
+  padded image. A core pixel therefore sees either the same context as in the whole-array
+  run, or the image edge where the whole-array run sees it too.
+* **Crop-to-centre blending.** Each output pixel comes from the one tile whose core owns it
+  (weights 0/1), so there is nothing to blend and no seam: the result equals the whole-array
+  run up to float rounding in the convolutions.
+
+Observed pixels are copied from the input at the end, so they come out bit-identical.
+On CUDA the network runs under ``torch.autocast`` in bf16 (or fp16); on CPU in fp32.
+:mod:`cloudfree.methods.generator` runs this per dask chunk with the same halo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from cloudfree.errors import InvalidParameterError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+DEFAULT_TILE_PX = 256
+
+# --------------------------------------------------------------------------- model handling
+
+
+@functools.lru_cache(maxsize=4)
+def cached_generator(name: str, device: str) -> tuple[Any, Any]:
+    """``(model, card)`` loaded once per process (so once per Dask worker), in eval mode."""
+    from cloudfree.models.weights import load_generator
+
+    model, card = load_generator(name, device=device)
+    model.eval()
+    return model, card
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_device(model: Any) -> str:
+    for param in model.parameters():
+        return str(param.device)
+    return "cpu"
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
+
+
+def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager:
+    import torch
+
+    cuda = device.startswith("cuda")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise InvalidParameterError("precision", precision, "use auto, fp32, bf16 or fp16")
+    if precision == "fp32" or (precision == "auto" and not cuda):
+        return contextlib.nullcontext()
+    if not cuda:
+        raise InvalidParameterError("precision", precision,
+                                    "half precision runs on CUDA only; use fp32 or auto on CPU")
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], card: Any,
+             model: Any) -> dict[str, Any]:
+    """Batch-of-1 model inputs; the registry's normalisation when a card is given."""
+    import torch
+
+    if card is not None:
+        from cloudfree.models.weights import prepare_inputs
+
+        return prepare_inputs(values, days, list(band_names), card)
+    # No card (a bare model): reflectance as is, the bands matched by name.
+    model_bands = list(getattr(model, "bands", band_names))
+    n_dates, _, height, width = values.shape
+    full = np.zeros((n_dates, len(model_bands), height, width), np.float32)
+    present = np.zeros(len(model_bands), np.float32)
+    for i, name in enumerate(band_names):
+        if name in model_bands:
+            full[:, model_bands.index(name)] = values[:, i]
+            present[model_bands.index(name)] = 1
+    clear = np.isfinite(full[:, present > 0]).all(axis=1) if present.any() else \
+        np.zeros((n_dates, height, width), bool)
+    full = np.where(clear[:, None] & (present[:, None, None] > 0), full, 0).astype(np.float32)
+    doy = np.mod(np.asarray(days, np.float64), 365.25).astype(np.float32)
+    return {"values": torch.from_numpy(full)[None], "clear": torch.from_numpy(clear)[None].float(),
+            "doy": torch.from_numpy(doy)[None], "band_present": torch.from_numpy(present)[None]}
+
+
+def _restore(out: Any, band_names: Sequence[str], card: Any, model: Any) -> np.ndarray:
+    if card is not None:
+        from cloudfree.models.weights import restore_outputs
+
+        return np.asarray(restore_outputs(out, list(band_names), card), np.float32)
+    model_bands = list(getattr(model, "bands", band_names))
+    full = out[0].numpy()
+    restored = np.full((full.shape[0], len(band_names), *full.shape[2:]), np.nan, np.float32)
+    for i, name in enumerate(band_names):
+        if name in model_bands:
+            restored[:, i] = full[:, model_bands.index(name)]
+    return restored
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def tile_windows(height: int, width: int, *, tile_px: int, halo_px: int
+                 ) -> list[tuple[slice, slice, slice, slice]]:
+    """Cores and halo windows covering a (height, width) image: ``(core_y, core_x, win_y,
+    win_x)``. Cores partition the image; each window is its core grown by ``halo_px`` and
+    clipped to the image."""
+    windows = []
+    for y0 in range(0, height, tile_px):
+        y1 = min(y0 + tile_px, height)
+        for x0 in range(0, width, tile_px):
+            x1 = min(x0 + tile_px, width)
+            windows.append((slice(y0, y1), slice(x0, x1),
+                            slice(max(0, y0 - halo_px), min(height, y1 + halo_px)),
+                            slice(max(0, x0 - halo_px), min(width, x1 + halo_px))))
+    return windows
+
+
+def _geometry(model: Any, tile_px: int, halo_px: int | None) -> tuple[int, int, int]:
+    factor = int(getattr(model, "downsample_factor", 1))
+    halo = int(model.receptive_radius_px if halo_px is None else halo_px)
+    if tile_px < 1 or halo < 0:
+        raise InvalidParameterError("tile_px/halo_px", (tile_px, halo_px),
+                                    "give tile_px >= 1 and halo_px >= 0")
+    return factor, max(factor, _round_up(tile_px, factor)), _round_up(halo, factor)
+
+
+# --------------------------------------------------------------------------- numpy core
+
+
+def fill_series(
+    values: np.ndarray,
+    days: np.ndarray,
+    band_names: Sequence[str],
+    *,
+    model: Any = None,
+    card: Any = None,
+    model_name: str = "default",
+    tile_px: int = DEFAULT_TILE_PX,
+    halo_px: int | None = None,
+    batch_size: int = 4,
+    device: str | None = None,
+    precision: Precision = "auto",
+) -> np.ndarray:
+    """Fill every missing value of a (T, C, H, W) reflectance series with the generator.
+
+    Args:
+        values: reflectance, NaN where unusable.
+        days: (T,) days since 1970-01-01.
+        band_names: the C band names (matched to the model's trained bands).
+        model: a generator (``forward(values, clear, doy, band_present)``, attributes
+            ``downsample_factor`` and ``receptive_radius_px``); default the registry's
+            ``model_name``, loaded once per process.
+        card: the model's card (normalisation); ``None`` with a bare model means the
+            reflectance goes in as is.
+        tile_px: tile core size (rounded up to a multiple of ``downsample_factor``).
+        halo_px: context around each core; default ``model.receptive_radius_px``.
+        batch_size: tiles per forward pass.
+        device: torch device; default CUDA when available, else CPU (with ``model``
+            given: the model's own device; a ``device`` given with ``model`` must be
+            where the model lives, it is not moved).
+        precision: ``auto`` is bf16 (fp16 without bf16) under autocast on CUDA, fp32 on
+            CPU.
+
+    Returns:
+        (T, C, H, W) float32: the input wherever it is finite (bit-identical), the
+        generator's output wherever it is NaN.
+    """
+    import torch
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 4:
+        raise InvalidParameterError("values", values.shape, "give a (time, band, y, x) array")
+    days = np.asarray(days, dtype=np.float64)
+    if days.shape != values.shape[:1]:
+        raise InvalidParameterError("days", days.shape, f"give {values.shape[0]} days")
+    if len(band_names) != values.shape[1]:
+        raise InvalidParameterError("band_names", band_names,
+                                    f"give {values.shape[1]} names, one per band")
+    if batch_size < 1:
+        raise InvalidParameterError("batch_size", batch_size, "give an integer >= 1")
+    if model is None:
+        model, card = cached_generator(model_name, device or default_device())
+    device = device or _model_device(model)
+    factor, tile, halo = _geometry(model, tile_px, halo_px)
+    missing = ~np.isfinite(values)
+    if not missing.any():
+        return values.copy()
+
+    n_dates, n_bands, height, width = values.shape
+    padded_h, padded_w = _round_up(height, factor), _round_up(width, factor)
+    padded = np.full((n_dates, n_bands, padded_h, padded_w), np.nan, np.float32)
+    padded[:, :, :height, :width] = values
+    inputs = _prepare(padded, days, band_names, card, model)
+    generated = torch.zeros_like(inputs["values"][0])  # (T, C_model, H', W')
+    # only tiles whose core holds a missing value need the network
+    needs = np.zeros((padded_h, padded_w), bool)
+    needs[:height, :width] = missing.any(axis=(0, 1))
+    by_shape: dict[tuple[int, int], list[tuple[slice, slice, slice, slice]]] = {}
+    for window in tile_windows(padded_h, padded_w, tile_px=tile, halo_px=halo):
+        if needs[window[0], window[1]].any():
+            shape = (window[2].stop - window[2].start, window[3].stop - window[3].start)
+            by_shape.setdefault(shape, []).append(window)
+
+    with torch.inference_mode(), _autocast(device, precision):
+        for windows in by_shape.values():
+            for start in range(0, len(windows), batch_size):
+                batch = windows[start:start + batch_size]
+                n = len(batch)
+                out = model(
+                    torch.cat([inputs["values"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
+                    torch.cat([inputs["clear"][..., wy, wx] for _, _, wy, wx in batch]).to(device),
+                    inputs["doy"].expand(n, -1).to(device),
+                    inputs["band_present"].expand(n, -1).to(device),
+                ).float().cpu()
+                for i, (cy, cx, wy, wx) in enumerate(batch):
+                    local_y = slice(cy.start - wy.start, cy.stop - wy.start)
+                    local_x = slice(cx.start - wx.start, cx.stop - wx.start)
+                    generated[:, :, cy, cx] = out[i, :, :, local_y, local_x]
+    restored = _restore(generated[None], band_names, card, model)[:, :, :height, :width]
+    return np.where(missing, restored, values).astype(np.float32, copy=False)
+
+
+def network_prediction(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], *,
+                       frame: int, **fill_kw: Any) -> np.ndarray:
+    """(C, H, W) float32: the pretrained network's prediction of frame ``frame`` made with
+    that frame hidden entirely (:func:`fill_series`), so it uses none of its pixels."""
+    hidden = np.array(values, np.float32)
+    hidden[frame] = np.nan
+    return fill_series(hidden, days, band_names, **fill_kw)[frame]
+
+
+__all__ = ("DEFAULT_TILE_PX", "Precision", "cached_generator", "default_device", "fill_series",
+           "network_prediction", "tile_windows")
