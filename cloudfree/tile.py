@@ -153,7 +153,7 @@ def compute_tile(
     if not items:
         raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
     cube = build_cube(
-        list(items), [*params.bands, "scl"], tile=tile, chunksize=params.chunksize,
+        [dict(item) for item in items], [*params.bands, "scl"], tile=tile, chunksize=params.chunksize,
         gdal_env=gdal_env,
     )
     clear = scl_clear_mask(
@@ -196,15 +196,15 @@ def write_tile(
         written.append(_written(band, url, data, media_type=COG_MEDIA_TYPE,
                                 roles=("data", "reflectance"),
                                 title=f"{band} surface reflectance", band=band))
-    provenance = {  # variable: (nodata, overview resampling, title)
-        "clear_count": (None, "nearest", "clear-observation count"),
-        "source_date": (0, "nearest", "source date (days since 1970-01-01)"),
-        "fill": (0, "nearest", "fill method"),
+    provenance = {  # variable: (nodata, title); classes and counts: nearest overviews
+        "clear_count": (None, "clear-observation count"),
+        "source_date": (0, "source date (days since 1970-01-01)"),
+        "fill": (0, "fill method"),
     }
-    for name, (nodata, resampling, title) in provenance.items():
+    for name, (nodata, title) in provenance.items():
         data = cog.write_cog(result[name].values, transform=tile.transform, crs=crs,
                              nodata=nodata, band_names=[name], compress=params.compress,
-                             overview_resampling=resampling)
+                             overview_resampling="nearest")
         url = f"{base_url}/{name}.tif"
         cog.put(data, url, fs=fs)
         written.append(_written(name, url, data, media_type=COG_MEDIA_TYPE,

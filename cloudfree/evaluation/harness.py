@@ -147,7 +147,8 @@ def paste_pool(case: Case) -> np.ndarray:
         return case.paste_masks
     fraction = case.cloud_mask.mean(axis=(1, 2))
     lo, hi = PASTE_CLOUD_RANGE
-    return case.cloud_mask[(fraction >= lo) & (fraction <= hi)]
+    pool: np.ndarray = case.cloud_mask[(fraction >= lo) & (fraction <= hi)]
+    return pool
 
 
 def draw_samples(case: Case, *, seed: int, pastes_per_target: int = DEFAULT_PASTES

@@ -53,16 +53,17 @@ def prepare_cube(reflectance: xr.DataArray, clear: xr.DataArray,
     if target_date is None:
         return reflectance, clear, days, resolve_target_day(days, None)
     try:
-        target_day = float(days_since_epoch(np.datetime64(target_date)))
+        target_day = float(days_since_epoch(np.asarray(np.datetime64(target_date))))
     except ValueError as exc:
         raise InvalidParameterError("target_date", target_date,
                                     "give an ISO date such as 2024-06-15") from exc
     return reflectance, clear, days, target_day
 
 
-def usable_block(reflectance, clear, *, nodata):
+def usable_block(reflectance: np.ndarray, clear: np.ndarray, *, nodata: int) -> np.ndarray:
     """(T, h, w) usable: clear, and every band of the (T, C, h, w) DN differs from nodata."""
-    return clear & (reflectance != nodata).all(axis=1)
+    usable: np.ndarray = clear & (reflectance != nodata).all(axis=1)
+    return usable
 
 
 def dask_cube(reflectance: xr.DataArray, clear: xr.DataArray, *,
@@ -123,11 +124,14 @@ def meta(ndim: int, dtype: Any) -> np.ndarray:
     return np.empty((0,) * ndim, dtype)
 
 
-def _core_flags(rows: np.ndarray, block_info: dict | None = None, *,
+def _core_flags(rows: np.ndarray, block_info: dict[Any, Any] | None = None, *,
                 bounds: Sequence[tuple[int, int]]) -> np.ndarray:
     """True on the rows (or columns) of a halo'd chunk that its core owns."""
+    if block_info is None:  # dask always passes it
+        raise ValueError("_core_flags runs inside dask's map_blocks")
     start, stop = bounds[block_info[None]["chunk-location"][0]]
-    return (rows >= start) & (rows < stop)
+    flags: np.ndarray = (rows >= start) & (rows < stop)
+    return flags
 
 
 def global_index(chunks: tuple[int, ...], depth: int) -> tuple[Any, Any]:

@@ -127,6 +127,7 @@ def core(values: NDArray[Any], usable: NDArray[np.bool_], days: NDArray[np.float
     score = np.broadcast_to(tie_break[:, None, None], usable.shape).copy()
     if params["cloud_weight"] > 0:
         cap = params["cloud_distance_px"]
+        assert cloud_distance is not None  # computed above whenever the weight is > 0
         score += params["cloud_weight"] / cap * np.minimum(cloud_distance, cap)
     if params["day_weight"] > 0:
         delta = _day_distance(days, target_day, params["seasonal"])

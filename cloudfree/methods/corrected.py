@@ -190,8 +190,9 @@ def _sums_block(observed_dn: Any, usable: Any, candidates: Any, cloud_fraction: 
     return sums[None, None]
 
 
-def _corrected_block(observed_dn, usable, candidates, sums, *, frame, day, fill, masks,
-                     sigmas) -> np.ndarray:
+def _corrected_block(observed_dn: np.ndarray, usable: np.ndarray, candidates: np.ndarray,
+                     sums: np.ndarray, *, frame: int, day: float, fill: int, masks: int,
+                     sigmas: Sequence[float]) -> np.ndarray:
     """Stage 2 on one chunk with its halo -> (C + 3, h, w): DN, clear count, source day,
     fill (the layout of :func:`cloudfree.methods._composite.stacked_to_dataset`)."""
     index, sigma = choose_from_sums(sums, n_candidates=candidates.shape[0], masks=masks,
@@ -212,7 +213,7 @@ def _corrected_block(observed_dn, usable, candidates, sums, *, frame, day, fill,
     return out
 
 
-def _choice_block(sums, *, n_bands: int, **kw) -> np.ndarray:
+def _choice_block(sums: np.ndarray, *, n_bands: int, **kw: Any) -> np.ndarray:
     index, sigma = choose_from_sums(sums, **kw)
     rmse = heldout_rmse(sums, index=index, sigma=sigma, n_bands=n_bands, **kw)
     return np.array([index, sigma, rmse], np.float64)
@@ -242,9 +243,9 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
     n_candidates = candidates.shape[0]
     n = _sums_length(masks, n_candidates, len(sigmas))
     height, width = reflectance.shape[-2:]
-    plan = {"frame": frame, "shape": (height, width), "seed": seed, "masks": masks,
+    plan: dict[str, Any] = {"frame": frame, "shape": (height, width), "seed": seed, "masks": masks,
             "sigmas": sigmas}
-    finish = {"frame": frame, "day": day, "fill": fill, "masks": masks, "sigmas": sigmas}
+    finish: dict[str, Any] = {"frame": frame, "day": day, "fill": fill, "masks": masks, "sigmas": sigmas}
     arrays = (reflectance, clear, candidates)
     if not any(hasattr(a, "dask") for a in arrays):
         reflectance = np.asarray(reflectance)

@@ -87,7 +87,7 @@ def held_out_plan(cloud_fraction: np.ndarray, target: int, rng: np.random.Genera
             if i != target]
     frames = [pool[i] for i in rng.permutation(len(pool))[:count]]
     h, w = shape
-    discs = []
+    discs: list[tuple[int, int, float]] = []
     while len(frames) + len(discs) < count:
         cy, cx = rng.integers(0, h), rng.integers(0, w)
         radius = rng.uniform(0.1, 0.3) * min(h, w)
@@ -99,7 +99,8 @@ def disc_mask(rows: np.ndarray, cols: np.ndarray, disc: tuple[int, int, float]) 
     """The (len(rows), len(cols)) part of a held-out disc ``(cy, cx, radius)`` at these
     global pixel rows and columns (a chunk passes its own)."""
     cy, cx, radius = disc
-    return (rows[:, None] - cy) ** 2 + (cols[None, :] - cx) ** 2 <= radius ** 2
+    inside: np.ndarray = (rows[:, None] - cy) ** 2 + (cols[None, :] - cx) ** 2 <= radius ** 2
+    return inside
 
 
 

@@ -26,12 +26,16 @@ from cloudfree.errors import InvalidParameterError
 from cloudfree.methods._driver import (
     aligned_chunks,
     dask_cube,
+    halo_depths,
     iso_day,
+    meta,
     nearest_frame,
     prepare_cube,
     resolve_target_day,
     to_reflectance,
+    trim_halo,
     usable_block,
+    with_halo,
 )
 from cloudfree.methods._provenance import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, Composite
 from cloudfree.methods.corrected import (
@@ -134,7 +138,8 @@ def _network_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarr
     values = to_reflectance(reflectance)
     np.copyto(values, np.float32(np.nan), where=~usable[:, None])
     values[frame] = np.nan
-    return fill_series(values, days, band_names, **fill_kw)[frame]
+    prediction: np.ndarray = fill_series(values, days, band_names, **fill_kw)[frame]
+    return prediction
 
 
 def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
@@ -220,31 +225,27 @@ def mosaic(
                             nodata=nodata, fill_kw=fill_kw)
     lazy = reflectance.chunks is not None or clear.chunks is not None
     if lazy:
-        import dask
         import dask.array as da
+        from dask.base import annotate, tokenize
 
         # one chunking for the network and the correction: on the df grid, and wide enough
         # for either overlap
         depth = max(halo, kernel_radius(max(sigmas_px)))
         refl_data, clear_data, spatial = dask_cube(
             reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth))
-        # a single chunk along an axis has no neighbour to borrow from
-        depth_y, depth_x = (halo if len(c) > 1 else 0 for c in spatial)
+        depth_y, depth_x = halo_depths(spatial, halo)
         annotations = _resolve_resources(resources)
-        with dask.annotate(resources=annotations) if annotations else contextlib.nullcontext():
-            refl_halo = da.overlap.overlap(refl_data, depth={0: 0, 1: 0, 2: depth_y, 3: depth_x},
-                                           boundary="none", allow_rechunk=False)
-            clear_halo = da.overlap.overlap(clear_data, depth={0: 0, 1: depth_y, 2: depth_x},
-                                            boundary="none", allow_rechunk=False)
+        with annotate(resources=annotations) if annotations else contextlib.nullcontext():
+            refl_halo = with_halo(refl_data, depth_y, depth_x)
+            clear_halo = with_halo(clear_data, depth_y, depth_x)
             # The name must depend on the inputs: tiles computed at the same time on one
             # scheduler would otherwise share keys, and get each other's results.
-            token = dask.base.tokenize(refl_halo.name, clear_halo.name, days, frame,
-                                       nodata, fill_kw.get("model_name"), tile, halo)
+            token = tokenize(refl_halo.name, clear_halo.name, days, frame, nodata,
+                             fill_kw.get("model_name"), tile, halo)
             network = da.blockwise(network_block, "byx", refl_halo, "tbyx", clear_halo, "tyx",
-                                   concatenate=True, meta=np.empty((0, 0, 0), np.float32),
+                                   concatenate=True, meta=meta(3, np.float32),
                                    name=f"generator-block-{token}")
-            network = da.overlap.trim_internal(network, {0: 0, 1: depth_y, 2: depth_x},
-                                               boundary="none")
+            network = trim_halo(network, depth_y, depth_x)
     else:
         refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
         network = network_block(refl_data, clear_data)
@@ -334,7 +335,8 @@ def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.
     usable = np.isfinite(series).all(axis=1)
     filled, _, _ = correct_frame(np.asarray(series[target], np.float64), usable, adapted[None],
                                  frame=target, seed=seed)
-    return np.nan_to_num(filled).astype(np.float32)
+    reconstruction: np.ndarray = np.nan_to_num(filled).astype(np.float32)
+    return reconstruction
 
 
 def evaluate(series: np.ndarray, days: np.ndarray, target: int, *,

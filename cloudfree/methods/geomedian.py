@@ -33,7 +33,7 @@ _VERTEX_MARGIN = 1e-4  # relative margin on the pull at an observation
 _BLOCK_VALUES = 1 << 22  # geomedian works through pixels in blocks of about this many values
 
 
-def _distances(points, y, base=None):
+def _distances(points: NDArray[Any], y: NDArray[Any], base: NDArray[Any] | None = None) -> NDArray[Any]:
     """(T, n) Euclidean distances over bands from (T, C, n) points to (C, n) estimates;
     ``base`` (T, n), if given, is added to the squares first (``inf`` marks unusable)."""
     dist2 = np.zeros(points.shape[::2], points.dtype) if base is None else base.copy()
@@ -45,7 +45,8 @@ def _distances(points, y, base=None):
     return np.sqrt(dist2, out=dist2)
 
 
-def _weiszfeld_step(points, usable, base, y):
+def _weiszfeld_step(points: NDArray[Any], usable: NDArray[Any], base: NDArray[Any], y: NDArray[Any]
+                    ) -> tuple[NDArray[Any], NDArray[Any]]:
     """One Weiszfeld step with the Vardi–Zhang rule, for n pixels at once.
 
     points: (T, C, n) with NaN replaced by 0; usable: (T, n); base: (T, n) 0 where
@@ -77,7 +78,8 @@ def _weiszfeld_step(points, usable, base, y):
     return nxt, objective
 
 
-def _squarem_cycle(points, usable, base, y):
+def _squarem_cycle(points: NDArray[Any], usable: NDArray[Any], base: NDArray[Any],
+                   y: NDArray[Any]) -> NDArray[Any]:
     """Three Weiszfeld steps accelerated by SQUAREM (Varadhan & Roland 2008).
 
     Weiszfeld is a majorise-minimise map and converges only linearly, very slowly when
@@ -97,12 +99,14 @@ def _squarem_cycle(points, usable, base, y):
     return np.where(f_extrapolated <= f_plain, y3, y2)
 
 
-def _objective(points, usable, y):
+def _objective(points: NDArray[Any], usable: NDArray[Any], y: NDArray[Any]) -> NDArray[Any]:
     """(n,) sum of distances from the usable observations to ``y``."""
-    return np.sum(_distances(points, y), axis=0, where=usable)
+    objective: NDArray[Any] = np.sum(_distances(points, y), axis=0, where=usable)
+    return objective
 
 
-def _vertex_step(points, usable, base, y):
+def _vertex_step(points: NDArray[Any], usable: NDArray[Any], base: NDArray[Any],
+                 y: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """The observation nearest to ``y``, whether it is the geometric median, and a
     Newton-like jump off it.
 
@@ -135,7 +139,8 @@ def _vertex_step(points, usable, base, y):
     return vertex, optimal, vertex + length.astype(points.dtype) * direction
 
 
-def geomedian(values, usable, days, count, params, start):
+def geomedian(values: NDArray[Any], usable: NDArray[Any], days: NDArray[Any], count: NDArray[Any], params: dict[str, Any],
+              start: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """The geometric median of each pixel's usable observations (see the module doc of
     :mod:`cloudfree.methods._composite`), from ``start``, the per-band median (C, H, W):
     returns reflectance (C, H, W) and the Weiszfeld-weighted source day (H, W)."""
@@ -159,8 +164,8 @@ def geomedian(values, usable, days, count, params, start):
     source[pair] = np.where(flat_usable[:, pair], days[:, None], 0).sum(axis=0) / 2
     multi = np.flatnonzero(flat_count >= 3)
     block_px = max(1024, _BLOCK_VALUES // (n_dates * n_bands))
-    for start in range(0, multi.size, block_px):
-        index = multi[start:start + block_px]
+    for first in range(0, multi.size, block_px):
+        index = multi[first:first + block_px]
         origin = estimate[:, index]
         # Centred on the start, float32 keeps ~1e-7 of the observations' spread rather
         # than of their magnitude, at half the memory traffic of float64.

@@ -135,7 +135,8 @@ def evaluate(series: NDArray[Any], days: NDArray[Any], target: int, *,
                                         series)
     filled, _, _ = correct_frame(np.asarray(series[target], np.float64), usable,
                                  candidate[None], frame=target)
-    return np.nan_to_num(filled).astype(np.float32)
+    reconstruction: NDArray[np.float32] = np.nan_to_num(filled).astype(np.float32)
+    return reconstruction
 
 def hashed_parameters() -> dict[str, Any]:
     """The correction decides pixels too."""

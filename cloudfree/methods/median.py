@@ -38,7 +38,8 @@ def nanmedian_time(values: NDArray[Any]) -> NDArray[Any]:
     high = np.take_along_axis(ordered, hi, axis=0)[0]
     out = (low + high) / 2
     out[n == 0] = np.nan
-    return out.astype(values.dtype, copy=False)
+    median: NDArray[Any] = out.astype(values.dtype, copy=False)
+    return median
 
 
 def core(values: NDArray[Any], usable: NDArray[np.bool_], days: NDArray[np.float64],
