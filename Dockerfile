@@ -10,6 +10,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
 # --- the cloudfree wheel, built once for both targets ----------------------------------------
+# The build context leaves cloudfree/localstack/ out (.dockerignore), and no target installs the
+# `services` extra: the local dev stack (pgstac, the STAC API server, SeaweedFS) is not shipped.
+# The demo world stays: it needs only a STAC API and S3, so it can seed a cluster's catalog.
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./

@@ -12,8 +12,9 @@ from rasterio.enums import Resampling
 
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import Tile
+from cloudfree.sentinel2 import NODATA
 
-NODATA = 0
+__all__ = ["NODATA", "build_cube", "merge_same_day"]
 
 
 def build_cube(
@@ -88,10 +89,10 @@ def merge_same_day(cube: xr.DataArray) -> xr.DataArray:
     if len(np.unique(days.values)) == cube.sizes["time"]:
         return cube.assign_coords(time=days.values)
     ids = cube["id"].values if "id" in cube.coords else None
-    merged = []
+    merged: list[xr.DataArray] = []
     for day in np.unique(days.values):
         group = cube.isel(time=np.flatnonzero(days.values == day))
-        frame = stackstac.mosaic(group, dim="time", nodata=NODATA)
+        frame: xr.DataArray = stackstac.mosaic(group, dim="time", nodata=NODATA)
         merged.append(frame.expand_dims(time=[day]))
     out = xr.concat(merged, dim="time")
     if ids is not None:

@@ -4,33 +4,36 @@ or s2cloudless (L1C), morphological clean-up, and cloud-shadow projection."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import xarray as xr
+from numpy.typing import NDArray
 from scipy import ndimage
 
 from cloudfree.errors import InvalidParameterError
+from cloudfree.sentinel2 import SCL, SCL_CLASSES
 
-#: Sentinel-2 L2A scene classification values.
-SCL_CLASSES: dict[int, str] = {
-    0: "no_data",
-    1: "saturated_or_defective",
-    2: "dark_area_pixels",
-    3: "cloud_shadows",
-    4: "vegetation",
-    5: "not_vegetated",
-    6: "water",
-    7: "unclassified",
-    8: "cloud_medium_probability",
-    9: "cloud_high_probability",
-    10: "thin_cirrus",
-    11: "snow",
-}
-#: Classes never used as observations.
-DEFAULT_INVALID_CLASSES: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+BoolArray = NDArray[np.bool_]
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+
+__all__ = [
+    "DEFAULT_DILATE_CLASSES", "DEFAULT_DILATION_M", "DEFAULT_INVALID_CLASSES",
+    "S2CLOUDLESS_BANDS", "SCL_CLASSES", "cast_shadow", "dilate", "erode", "opening",
+    "project_shadows", "s2cloudless_clear_mask", "s2cloudless_probability", "scl_clear_mask",
+    "shadow_offset_px",
+]
+
+#: Classes never used as observations: no data, defective, cloud shadow, clouds and cirrus.
+DEFAULT_INVALID_CLASSES: tuple[int, ...] = tuple(int(c) for c in (
+    SCL.NO_DATA, SCL.SATURATED_OR_DEFECTIVE, SCL.CLOUD_SHADOW,
+    SCL.CLOUD_MEDIUM_PROBABILITY, SCL.CLOUD_HIGH_PROBABILITY, SCL.THIN_CIRRUS,
+))
 #: Classes grown by the dilation: SCL under-detects cloud and shadow fringes.
-DEFAULT_DILATE_CLASSES: tuple[int, ...] = (3, 8, 9, 10)
+DEFAULT_DILATE_CLASSES: tuple[int, ...] = tuple(int(c) for c in (
+    SCL.CLOUD_SHADOW, SCL.CLOUD_MEDIUM_PROBABILITY, SCL.CLOUD_HIGH_PROBABILITY, SCL.THIN_CIRRUS,
+))
 DEFAULT_DILATION_M = 100.0
 
 
@@ -44,14 +47,14 @@ def _check_classes(name: str, classes: Iterable[int]) -> tuple[int, ...]:
     return out
 
 
-def erode(mask: np.ndarray, *, radius_px: float) -> np.ndarray:
+def erode(mask: BoolArray, *, radius_px: float) -> BoolArray:
     """Shrink a boolean (..., y, x) mask by a Euclidean radius in pixels, per 2-D frame."""
     if radius_px <= 0:
         return mask
     return ~dilate(~mask, radius_px=radius_px)
 
 
-def opening(mask: np.ndarray, *, radius_px: float) -> np.ndarray:
+def opening(mask: BoolArray, *, radius_px: float) -> BoolArray:
     """Morphological opening (erosion, then dilation): removes specks narrower than
     about ``2 * radius_px`` (bright roofs, glint) and keeps larger clouds whole."""
     if radius_px <= 0:
@@ -59,7 +62,7 @@ def opening(mask: np.ndarray, *, radius_px: float) -> np.ndarray:
     return dilate(erode(mask, radius_px=radius_px), radius_px=radius_px)
 
 
-def dilate(mask: np.ndarray, *, radius_px: float) -> np.ndarray:
+def dilate(mask: BoolArray, *, radius_px: float) -> BoolArray:
     """Grow a boolean (..., y, x) mask by a Euclidean radius in pixels, per 2-D frame."""
     if radius_px <= 0:
         return mask
@@ -101,7 +104,7 @@ def scl_clear_mask(
     radius_px = dilation_m / resolution_m
     open_px = opening_m / resolution_m
 
-    def _clear(block: np.ndarray) -> np.ndarray:
+    def _clear(block: NDArray[Any]) -> BoolArray:
         bad = np.isin(block, invalid)
         if grow:
             cloud = opening(np.isin(block, grow), radius_px=open_px)
@@ -119,7 +122,7 @@ def scl_clear_mask(
     return out
 
 
-def _blockwise_2d(data, fn, *, halo_px: float):
+def _blockwise_2d(data: Any, fn: Callable[[NDArray[Any]], BoolArray], *, halo_px: float) -> Any:
     """Apply ``fn`` to numpy data, or per dask chunk with a spatial halo (last two axes)."""
     if not hasattr(data, "map_overlap"):
         return fn(np.asarray(data))
@@ -143,7 +146,7 @@ def shadow_offset_px(
     return length * math.cos(azimuth), -length * math.sin(azimuth)
 
 
-def cast_shadow(opacity: np.ndarray, *, offset_px: tuple[float, float]) -> np.ndarray:
+def cast_shadow(opacity: NDArray[_Scalar], *, offset_px: tuple[float, float]) -> NDArray[_Scalar]:
     """``opacity`` (H, W) shifted by ``offset_px`` (rounded); what enters from outside
     the array counts as cloud-free."""
     dr, dc = (int(round(o)) for o in offset_px)
@@ -157,14 +160,14 @@ def cast_shadow(opacity: np.ndarray, *, offset_px: tuple[float, float]) -> np.nd
 
 
 def project_shadows(
-    cloud: np.ndarray,
+    cloud: NDArray[Any],
     *,
     sun_zenith_deg: float,
     sun_azimuth_deg: float,
     resolution_m: float,
     cloud_heights_m: Sequence[float] = tuple(range(400, 4001, 200)),
-    dark: np.ndarray | None = None,
-) -> np.ndarray:
+    dark: NDArray[Any] | None = None,
+) -> BoolArray:
     """Where the shadows of ``cloud`` (H, W) can fall, for cloud tops at any of
     ``cloud_heights_m``: the union of the cloud mask shifted away from the sun.
 
@@ -200,7 +203,7 @@ S2CLOUDLESS_BANDS: tuple[str, ...] = (
 )
 
 
-def s2cloudless_probability(l1c: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
+def s2cloudless_probability(l1c: NDArray[Any], band_names: Sequence[str]) -> NDArray[Any]:
     """Cloud probability (T, H, W) from L1C top-of-atmosphere reflectance (T, C, H, W)
     with s2cloudless's LightGBM model, which ships in its wheel and runs offline.
 
@@ -216,7 +219,7 @@ def s2cloudless_probability(l1c: np.ndarray, band_names: Sequence[str]) -> np.nd
             "For L2A input use the SCL band instead.",
         )
     try:
-        from s2cloudless import S2PixelCloudDetector
+        from s2cloudless import S2PixelCloudDetector  # type: ignore[attr-defined]  # untyped
     except ImportError as exc:  # the optional [l1c] extra
         raise InvalidParameterError(
             "masking", "s2cloudless", "install it: pip install 'cloudfree[l1c]'"
@@ -224,18 +227,19 @@ def s2cloudless_probability(l1c: np.ndarray, band_names: Sequence[str]) -> np.nd
     order = [names.index(b) for b in S2CLOUDLESS_BANDS]
     data = np.moveaxis(np.asarray(l1c, dtype=np.float32)[:, order], 1, -1)  # (T, H, W, 10)
     detector = S2PixelCloudDetector(all_bands=False, average_over=1, dilation_size=0)
-    return detector.get_cloud_probability_maps(np.nan_to_num(data, nan=0.0))
+    probability: NDArray[Any] = detector.get_cloud_probability_maps(np.nan_to_num(data, nan=0.0))
+    return probability
 
 
 def s2cloudless_clear_mask(
-    l1c: np.ndarray,
+    l1c: NDArray[Any],
     band_names: Sequence[str],
     *,
     resolution_m: float,
     threshold: float = 0.4,
     opening_m: float = 20.0,
     dilation_m: float = DEFAULT_DILATION_M,
-) -> np.ndarray:
+) -> BoolArray:
     """Clear mask (T, H, W) from s2cloudless: probability above ``threshold`` is cloud,
     opened by ``opening_m`` and dilated by ``dilation_m``; nodata (NaN or 0 in every
     band) is never clear."""
@@ -246,4 +250,5 @@ def s2cloudless_clear_mask(
     cloud = dilate(cloud, radius_px=dilation_m / resolution_m)
     data = np.asarray(l1c)
     nodata = np.all(np.isnan(data) | (data == 0), axis=1)
-    return ~cloud & ~nodata
+    clear: BoolArray = ~cloud & ~nodata
+    return clear

@@ -1,8 +1,15 @@
-"""Sentinel-2 band names, wavelengths and the L2A digital-number encoding."""
+"""Sentinel-2 facts in one place: bands and wavelengths, the L2A digital-number encoding,
+and the scene classification (SCL) classes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeVar
+
+from numpy.typing import NDArray
+
+_Array = TypeVar("_Array", float, NDArray[Any])
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,46 @@ OFFSET = -0.1
 NODATA = 0
 
 
-def eo_band(name: str) -> dict:
+def center_wavelengths_nm(bands: tuple[str, ...] = DEFAULT_BANDS) -> tuple[float, ...]:
+    """Centre wavelengths of ``bands`` (Earth Search asset keys) in nanometres."""
+    return tuple(BANDS[name].center_wavelength_um * 1000.0 for name in bands)
+
+
+class SCL(IntEnum):
+    """Sen2Cor scene classification (SCL) values of Sentinel-2 L2A."""
+
+    NO_DATA = 0
+    SATURATED_OR_DEFECTIVE = 1
+    DARK_AREA_PIXELS = 2
+    CLOUD_SHADOW = 3
+    VEGETATION = 4
+    NOT_VEGETATED = 5
+    WATER = 6
+    UNCLASSIFIED = 7
+    CLOUD_MEDIUM_PROBABILITY = 8
+    CLOUD_HIGH_PROBABILITY = 9
+    THIN_CIRRUS = 10
+    SNOW = 11
+
+
+#: SCL value -> the class name the STAC ``classification:classes`` of an SCL asset carry.
+SCL_CLASSES: dict[int, str] = {int(value): name for value, name in {
+    SCL.NO_DATA: "no_data",
+    SCL.SATURATED_OR_DEFECTIVE: "saturated_or_defective",
+    SCL.DARK_AREA_PIXELS: "dark_area_pixels",
+    SCL.CLOUD_SHADOW: "cloud_shadows",
+    SCL.VEGETATION: "vegetation",
+    SCL.NOT_VEGETATED: "not_vegetated",
+    SCL.WATER: "water",
+    SCL.UNCLASSIFIED: "unclassified",
+    SCL.CLOUD_MEDIUM_PROBABILITY: "cloud_medium_probability",
+    SCL.CLOUD_HIGH_PROBABILITY: "cloud_high_probability",
+    SCL.THIN_CIRRUS: "thin_cirrus",
+    SCL.SNOW: "snow",
+}.items()}
+
+
+def eo_band(name: str) -> dict[str, Any]:
     """The ``eo:bands`` entry of an asset holding band ``name``."""
     info = BANDS.get(name)
     if info is None:
@@ -65,6 +111,6 @@ _COMMON = {
 }
 
 
-def to_reflectance(dn, *, scale: float = SCALE, offset: float = OFFSET):
+def to_reflectance(dn: _Array, *, scale: float = SCALE, offset: float = OFFSET) -> _Array:
     """Digital numbers to surface reflectance (nodata must be masked by the caller)."""
     return dn * scale + offset

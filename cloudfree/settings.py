@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         path = self.state_dir / CREDENTIALS_FILE
         if path.exists():
             creds = json.loads(path.read_text())
-            return creds["access_key_id"], creds["secret_access_key"]
+            return str(creds["access_key_id"]), str(creds["secret_access_key"])
         from cloudfree.errors import StorageUnreachableError
 
         raise StorageUnreachableError(
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
             f"CLOUDFREE_S3_SECRET_ACCESS_KEY, or run 'cloudfree services up' to create {path}",
         )
 
-    def storage_options(self) -> dict:
+    def storage_options(self) -> dict[str, Any]:
         """s3fs keyword arguments for the configured endpoint."""
         key, secret = self.s3_credentials()
         return {
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
             "config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 3}},
         }
 
-    def gdal_env(self) -> dict:
+    def gdal_env(self) -> dict[str, Any]:
         """GDAL options for reading s3:// hrefs from the configured endpoint."""
         from cloudfree.storage import gdal_s3_env
 

@@ -106,7 +106,7 @@ def demo_scenes(stack: Settings) -> list[dict]:
     second build with the same parameters writes nothing."""
     from pystac_client import Client
 
-    from cloudfree.demo.catalog import build_demo_catalog
+    from cloudfree.demo import build_demo_catalog
 
     build_demo_catalog(
         stac_api_url=stack.stac_url, storage_options=stack.storage_options(), bucket=stack.bucket,

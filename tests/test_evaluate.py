@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
+from cloudfree import cli
 from cloudfree.evaluation import harness as evaluate
 from cloudfree.evaluation.harness import (
     BASELINES,
@@ -216,7 +217,7 @@ def test_unknown_method_and_format_table(tmp_path):
 def test_main_writes_json_and_prints_table(tmp_path, capsys):
     cases = [write_case(tmp_path, "one", n_bands=3), write_case(tmp_path, "two", n_bands=1)]
     out = tmp_path / "out.json"
-    code = evaluate.main([str(p) for p in cases] + ["--methods", "median,interpolate",
+    code = cli.main(["evaluate", *(str(p) for p in cases), "--methods", "median,interpolate",
                                                     "--seed", "2", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -229,16 +230,16 @@ def test_main_writes_json_and_prints_table(tmp_path, capsys):
 
 
 def test_main_reports_errors_with_exit_code(tmp_path, capsys):
-    assert evaluate.main([str(tmp_path / "missing.npz")]) == 2
+    assert cli.main(["evaluate", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
-    assert evaluate.main([str(write_case(tmp_path)), "--methods", "bogus"]) == 2
+    assert cli.main(["evaluate", str(write_case(tmp_path)), "--methods", "bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
 
 
 @needs_data
 def test_real_cases_acceptance(tmp_path, capsys):
     out = tmp_path / "out.json"
-    code = evaluate.main([str(L1C), str(NDVI), "--methods", "median,bap,geomedian,interpolate",
+    code = cli.main(["evaluate", str(L1C), str(NDVI), "--methods", "median,bap,geomedian,interpolate",
                           "--json", str(out)])
     assert code == 0
     records = json.loads(out.read_text())

@@ -18,6 +18,19 @@ def test_classes_map_to_clear():
     assert clear[1].tolist() == [False] * 6
 
 
+def test_default_classes_are_named_sentinel2_classes():
+    from cloudfree import masking
+    from cloudfree.sentinel2 import SCL, SCL_CLASSES
+
+    assert masking.DEFAULT_INVALID_CLASSES == (0, 1, 3, 8, 9, 10)
+    assert masking.DEFAULT_DILATE_CLASSES == (3, 8, 9, 10)
+    assert masking.SCL_CLASSES is SCL_CLASSES  # one table, still importable from masking
+    assert [SCL_CLASSES[c] for c in masking.DEFAULT_DILATE_CLASSES] == [
+        "cloud_shadows", "cloud_medium_probability", "cloud_high_probability", "thin_cirrus"]
+    assert list(SCL_CLASSES) == [int(c) for c in SCL] and all(
+        type(c) is int for c in SCL_CLASSES)  # plain ints: they go into STAC JSON
+
+
 def test_configurable_classes():
     scl = _scl([[[4, 7]]])
     clear = scl_clear_mask(scl, resolution_m=10, invalid_classes=[7], dilation_m=0).values
@@ -74,8 +87,8 @@ def test_opening_removes_specks_and_keeps_clouds():
 
 
 def test_shadow_projection_finds_synthetic_shadows():
-    from cloudfree.demo.synth import Weather, make_scene
     from cloudfree.masking import project_shadows, shadow_offset_px
+    from cloudfree.synthetic import Weather, make_scene
 
     size = 320
     scene = make_scene((size, size), seed=4, day_of_year=170, cloud_cover=0.15,

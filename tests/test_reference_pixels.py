@@ -26,8 +26,7 @@ pytestmark = pytest.mark.services
 
 
 def _tiles(scenes):
-    from cloudfree.demo.catalog.run import demo_region
-
+    from cloudfree.demo import demo_region
     from cloudfree.grid import grid_tiles, parse_bbox
 
     epsg, bbox, _ = demo_region(scenes, tile_size_px=TILE_PX)

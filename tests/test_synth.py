@@ -1,10 +1,21 @@
-"""Synthetic Sentinel-2 scenes: noise, landscape, clouds, shadows, SCL and swath edge."""
+"""Synthetic Sentinel-2 scenes: noise, landscape, clouds, shadows, SCL and swath edge.
+
+Windows of the world are compared exactly: every pixel is computed from its world
+coordinates alone by elementwise float operations, which round the same whatever the
+window's size (see ``test_reflectance_does_not_depend_on_the_window_under_threaded_blas``).
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
-from cloudfree.demo import synth
-from cloudfree.demo.synth import SCL, LandCover
+from cloudfree import synthetic as synth
+from cloudfree.synthetic import SCL, LandCover
 
 
 def _ndvi(refl):
@@ -56,7 +67,7 @@ def test_perlin_tiles_join_seamlessly(axis):
     first = synth.perlin((48, 48), **kw, origin=(-30.0, 17.0))
     second_origin = (-30.0, 65.0) if axis else (18.0, 17.0)
     second = synth.perlin((48, 48), **kw, origin=second_origin)
-    np.testing.assert_allclose(np.concatenate([first, second], axis=axis), whole, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([first, second], axis=axis), whole)
 
 
 def test_fbm_threshold_controls_cover():
@@ -96,7 +107,47 @@ def test_landscape_is_deterministic_and_seamless():
     refl = np.concatenate(
         [synth.surface_reflectance(x, day_of_year=180) for x in (west, east)], axis=2
     )
-    np.testing.assert_allclose(refl, synth.surface_reflectance(whole, day_of_year=180), atol=1e-5)
+    np.testing.assert_array_equal(refl, synth.surface_reflectance(whole, day_of_year=180))
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(
+                (set(ln.split(":")[1].split()) for ln in fh if ln.startswith("flags")), set()
+            )
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not {"avx2", "fma"} <= _cpu_flags(),
+    reason="OpenBLAS's Haswell kernels need an x86-64 CPU with AVX2 and FMA",
+)
+def test_reflectance_does_not_depend_on_the_window_under_threaded_blas():
+    """The cause of a once-flaky seam: the endmember spectra were mixed by a matrix product,
+    and OpenBLAS split the pixels over threads and kernels by the window's size, so on some
+    CPUs adjacent tiles differed from one wide window (by 1 DN in 1 of 8192 pixels). Here,
+    OpenBLAS's AVX2 kernels on two threads made 6283 of the 49152 values differ."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from cloudfree import synthetic as synth
+
+        kw = dict(seed=0, river_y_m=300.0)
+        whole = synth.make_landscape((64, 128), **kw)
+        halves = [synth.make_landscape((64, 64), origin_px=(0, c), **kw) for c in (0, 64)]
+        wide = synth.surface_reflectance(whole, day_of_year=150)
+        joined = np.concatenate([synth.surface_reflectance(h, day_of_year=150) for h in halves], 2)
+        print(np.count_nonzero(joined != wide))
+        """
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]
 
 
 def test_surface_reflectance_is_plausible(land):
@@ -203,8 +254,8 @@ def test_scene_shadows_are_displaced_clouds():
         peak[0] - 256 if peak[0] > 128 else peak[0],
         peak[1] - 256 if peak[1] > 128 else peak[1],
     ) == (dr, dc)
-    np.testing.assert_allclose(
-        scene.shadow_opacity[: 256 + dr, : 256 + dc], scene.cloud_opacity[-dr:, -dc:], atol=1e-6
+    np.testing.assert_array_equal(  # two windows of one field
+        scene.shadow_opacity[: 256 + dr, : 256 + dc], scene.cloud_opacity[-dr:, -dc:]
     )
     # Shadows darken the ground, most in the NIR, least in the blue (skylight).
     shade = scene.shadow_mask
@@ -296,8 +347,8 @@ def test_scenes_are_deterministic_and_seamless():
     west = synth.make_scene((64, 64), **kw)
     east = synth.make_scene((64, 64), origin_px=(0, 64), **kw)
     np.testing.assert_array_equal(west.scl, synth.make_scene((64, 64), **kw).scl)
-    np.testing.assert_allclose(
-        np.concatenate([west.reflectance, east.reflectance], axis=2), whole.reflectance, atol=1e-5
+    np.testing.assert_array_equal(
+        np.concatenate([west.reflectance, east.reflectance], axis=2), whole.reflectance
     )
     np.testing.assert_array_equal(np.hstack([west.scl, east.scl]), whole.scl)
 

@@ -5,14 +5,15 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from cloudfree import cli
 from cloudfree.cube import build_cube
-from cloudfree.demo.run import demo_region
+from cloudfree.demo import demo_defaults, demo_region
 from cloudfree.errors import InvalidAOIError, InvalidParameterError, NoScenesFoundError
 from cloudfree.masking import scl_clear_mask
 from cloudfree.models import load_generator
 from cloudfree.models.weights import MODEL_BANDS
 from cloudfree.testing import settings_env
-from cloudfree.training import TrainConfig, main, train
+from cloudfree.training import TrainOptions, train
 from cloudfree.training.data import orient
 from cloudfree.training.loop import build_samplers
 from cloudfree.training.stac_data import POOL_CLOUD_FRACTION, CubeSampler
@@ -36,7 +37,7 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def sampler(stack, demo_scenes):
-    """The demo catalog's cube, read with the defaults (no bbox, no datetime)."""
+    """The demo catalog's cube, read with its defaults (no bbox, no datetime)."""
     return CubeSampler.from_stac(
         stack.stac_url,
         collection=stack.source_collection,
@@ -44,6 +45,7 @@ def sampler(stack, demo_scenes):
         size=SIZE,
         frames=FRAMES,
         seed=3,
+        defaults=demo_defaults,
     )
 
 
@@ -140,10 +142,9 @@ def test_real_masks_come_from_the_cubes_cloudy_frames(sampler):
 
 def test_tiny_stac_training_writes_weights_naming_the_source(sampler, stack, tmp_path):
     result = train(
-        TrainConfig(data="stac", steps=2, **TINY),
-        tmp_path,
+        TrainOptions(data="stac", steps=2, out_dir=str(tmp_path), device="cpu", **TINY),
         settings=stack,
-        device="cpu",
+        source_defaults=demo_defaults,
         log=lambda *_: None,
     )
     assert result["step"] == 2 and np.isfinite(result["final"]["total"])
@@ -159,7 +160,7 @@ def test_tiny_stac_training_writes_weights_naming_the_source(sampler, stack, tmp
 
 
 def test_mixed_alternates_synth_and_stac_by_step(stack, demo_scenes):
-    synth, cube = build_samplers(TrainConfig(data="mixed", **TINY), stack)
+    synth, cube = build_samplers(TrainOptions(data="mixed", **TINY), stack, demo_defaults)
     assert synth.batch(0, 2)["known"].all()  # synthetic truth is known everywhere
     assert not cube.batch(1, 2)["known"].all()
 
@@ -169,8 +170,9 @@ def test_cli_trains_on_the_demo_catalog_by_default(
 ):
     for key, value in settings_env(stack).items():
         monkeypatch.setenv(key, value)
-    rc = main(
+    rc = cli.main(
         [
+            "train",
             "--data",
             "mixed",
             "--steps",
@@ -221,7 +223,18 @@ def test_bad_source_is_a_clear_error(stack, demo_scenes, kwargs, error, message)
             gdal_env=stack.gdal_env(),
             size=SIZE,
             frames=FRAMES,
+            defaults=demo_defaults,
             **kwargs,
+        )
+
+
+def test_the_library_has_no_default_source(stack, demo_scenes):
+    """Even the demo catalog: where to train is the edge's choice, passed in as defaults."""
+    with pytest.raises(InvalidParameterError, match="invalid bbox None: give both a bbox and"):
+        CubeSampler.from_stac(stack.stac_url, collection=stack.source_collection, size=SIZE)
+    with pytest.raises(InvalidParameterError, match="invalid datetime None: give both"):
+        CubeSampler.from_stac(
+            stack.stac_url, collection=stack.source_collection, bbox="15,46,15.1,46.1", size=SIZE
         )
 
 
@@ -231,7 +244,9 @@ def test_only_the_demo_catalog_has_default_region_and_dates(stack, demo_scenes):
 
     upsert_collection(stack.stac_url, build_collection("training-not-a-demo", bands=["red"]))
     with pytest.raises(InvalidParameterError, match="not the cloudfree demo catalog"):
-        CubeSampler.from_stac(stack.stac_url, collection="training-not-a-demo", size=SIZE)
+        CubeSampler.from_stac(
+            stack.stac_url, collection="training-not-a-demo", size=SIZE, defaults=demo_defaults
+        )
 
 
 def test_too_small_a_cube_is_a_clear_error(sampler):
@@ -243,8 +258,10 @@ def test_too_small_a_cube_is_a_clear_error(sampler):
 
 
 def test_cli_bad_bbox_exits_2(capsys, tmp_path):
-    assert main(["--data", "stac", "--bbox", "10,5,9,6", "--out", str(tmp_path)]) == 2
-    assert "invalid area of interest '10,5,9,6'" in capsys.readouterr().err
+    assert cli.main(["train", "--data", "stac", "--bbox", "10,5,9,6", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cloudfree: error: invalid area of interest '10,5,9,6'")
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert not any(tmp_path.iterdir())
 
 
@@ -259,15 +276,17 @@ def test_prefect_flow_trains_on_a_stac_cube(stack, demo_scenes, tmp_path, monkey
     # stack was up would otherwise run this flow on a temporary server of its own.
     with temporary_settings({PREFECT_API_URL: stack.prefect_url}):
         result = train_flow(
-            steps=1,
-            batch=1,
-            out_dir=str(tmp_path),
-            device="cpu",
-            base_channels=4,
-            depth=1,
-            size=SIZE,
-            frames=FRAMES,
-            data="stac",
+            TrainOptions(
+                steps=1,
+                batch=1,
+                out_dir=str(tmp_path),
+                device="cpu",
+                base_channels=4,
+                depth=1,
+                size=SIZE,
+                frames=FRAMES,
+                data="stac",
+            )
         )
     assert result["step"] == 1
     _, card = load_generator("default", directory=tmp_path)

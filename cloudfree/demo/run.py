@@ -8,34 +8,19 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudfree._stac_api import get_json
+from cloudfree.demo.source import demo_region
 from cloudfree.errors import UnknownCollectionError
-from cloudfree.grid import snap_bounds, transform_bbox
 from cloudfree.settings import Settings
 
 
-def demo_region(items: list[dict[str, Any]], *, tile_size_px: int, resolution_m: float = 10.0):
-    """(epsg, lat/lon bbox, window) of the largest block of whole grid tiles inside the
-    demo scenes' footprint, so every demo tile is fully covered by data."""
-    epsg = int(items[0]["properties"].get("proj:epsg") or
-               items[0]["properties"]["proj:code"].split(":")[1])
-    boxes = [it["properties"]["proj:bbox"] for it in items]
-    minx, miny = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    maxx, maxy = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    step = tile_size_px * resolution_m
-    sx0, sy0, sx1, sy1 = snap_bounds((minx, miny, maxx, maxy), step)
-    # snap inward, then keep a quarter tile clear of every edge so the lat/lon
-    # round trip cannot pull in a neighbouring, partly empty tile
-    inner = (sx0 + step if sx0 < minx else sx0, sy0 + step if sy0 < miny else sy0,
-             sx1 - step if sx1 > maxx else sx1, sy1 - step if sy1 > maxy else sy1)
-    margin = step / 4
-    shrunk = (inner[0] + margin, inner[1] + margin, inner[2] - margin, inner[3] - margin)
-    dates = sorted(it["properties"]["datetime"][:10] for it in items)
-    return epsg, transform_bbox(shrunk, epsg, 4326), f"{dates[0]}/{dates[-1]}"
-
-
-def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]], *,
-             method: str = "median", tile_size_px: int = 512,
-             force: bool = False) -> dict[str, Any]:
+def run_demo(
+    settings: Settings,
+    regional_mosaic: Callable[..., dict[str, Any]],
+    *,
+    method: str = "median",
+    tile_size_px: int = 512,
+    force: bool = False,
+) -> dict[str, Any]:
     """Run ``regional_mosaic`` (the Prefect flow, passed in so the library never
     imports Prefect) over the demo collection and print the report."""
     from pystac_client import Client
@@ -45,21 +30,33 @@ def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]],
 
     client = open_client(settings.stac_url)
     if get_json(f"{settings.stac_url}/collections/{settings.source_collection}") is None:
-        raise UnknownCollectionError(settings.source_collection, settings.stac_url,
-                                     [c.id for c in client.get_collections()])
-    scenes = list(client.search(collections=[settings.source_collection],
-                                max_items=10_000).items_as_dicts())
+        raise UnknownCollectionError(
+            settings.source_collection, settings.stac_url, [c.id for c in client.get_collections()]
+        )
+    scenes = list(
+        client.search(collections=[settings.source_collection], max_items=10_000).items_as_dicts()
+    )
     epsg, bbox, window = demo_region(scenes, tile_size_px=tile_size_px)
-    print(f"demo: {len(scenes)} scenes; region {', '.join(f'{v:.4f}' for v in bbox)} "
-          f"(EPSG:{epsg}), window {window}, method {method}")
+    print(
+        f"demo: {len(scenes)} scenes; region {', '.join(f'{v:.4f}' for v in bbox)} "
+        f"(EPSG:{epsg}), window {window}, method {method}"
+    )
     t0 = time.perf_counter()
-    result = regional_mosaic(datetime=window, bbox=list(bbox), method=method,
-                             tile_size_px=tile_size_px, epsg=epsg, force=force)
+    result = regional_mosaic(
+        datetime=window,
+        bbox=list(bbox),
+        method=method,
+        tile_size_px=tile_size_px,
+        epsg=epsg,
+        force=force,
+    )
     elapsed = time.perf_counter() - t0
     tiles = result["tiles"]
     n_new = sum(t["status"] == "published" for t in tiles)
-    print(f"\nmosaic flow: {len(tiles)} tiles ({n_new} published, {len(tiles) - n_new} "
-          f"skipped as already published with the same inputs) in {elapsed:.1f} s")
+    print(
+        f"\nmosaic flow: {len(tiles)} tiles ({n_new} published, {len(tiles) - n_new} "
+        f"skipped as already published with the same inputs) in {elapsed:.1f} s"
+    )
     print("\npublished items:")
     for t in tiles:
         print(f"  {t['item_id']}")
@@ -71,14 +68,17 @@ def run_demo(settings: Settings, regional_mosaic: Callable[..., dict[str, Any]],
 
     print(f"\npystac-client search of {settings.output_collection!r} at {settings.stac_url}:")
     search = Client.open(settings.stac_url).search(
-        collections=[settings.output_collection], bbox=list(bbox), datetime=window)
+        collections=[settings.output_collection], bbox=list(bbox), datetime=window
+    )
     found = list(search.items_as_dicts())
     wanted = {t["item_id"] for t in tiles}
     found_ids = {it["id"] for it in found}
     for it in found:
         if it["id"] in wanted:
-            print(f"  found {it['id']}  {it['properties']['start_datetime'][:10]}.."
-                  f"{it['properties']['end_datetime'][:10]}  {len(it['assets'])} assets")
+            print(
+                f"  found {it['id']}  {it['properties']['start_datetime'][:10]}.."
+                f"{it['properties']['end_datetime'][:10]}  {len(it['assets'])} assets"
+            )
     missing = wanted - found_ids
     if missing:
         raise RuntimeError(f"published items missing from the search: {sorted(missing)}")

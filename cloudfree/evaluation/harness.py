@@ -41,10 +41,7 @@ pixels (and bands). Undefined values are ``None`` in the records and JSON.
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +51,6 @@ from typing import Any
 import numpy as np
 
 from cloudfree.errors import (
-    CloudFreeError,
     InvalidCaseError,
     InvalidParameterError,
     MethodOutputError,
@@ -293,39 +289,6 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def build_parser(prog: str = "cloudfree evaluate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Score cloud-removal methods on evaluation cases: real cloud "
-        "masks hide pixels of clear frames; PSNR, SSIM, MAE, RMSE and SAM on those pixels.")
-    parser.add_argument("cases", nargs="+", metavar="CASE.npz", help="evaluation case files")
-    parser.add_argument("--methods", default=",".join(BASELINES),
-                        help=f"comma-separated, from {','.join(METHODS)} "
-                             "(default: the baselines)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pasted masks")
-    parser.add_argument("--pastes", type=int, default=DEFAULT_PASTES,
-                        help=f"pasted masks per target frame (default {DEFAULT_PASTES})")
-    parser.add_argument("--json", metavar="OUT.json", help="also write the records here")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``cloudfree evaluate``: print the table, optionally write the JSON records."""
-    args = build_parser().parse_args(argv)
-    try:
-        methods = resolve_methods(args.methods)
-        start = time.perf_counter()
-        records = evaluate_cases(args.cases, methods, seed=args.seed,
-                                 pastes_per_target=args.pastes)
-        print(format_table(records))
-        print(f"seed {args.seed}, {args.pastes} pasted masks per target, "
-              f"{time.perf_counter() - start:.1f} s in all")
-        if args.json:
-            Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
-            print(f"wrote {args.json}")
-    except CloudFreeError as exc:
-        print(f"cloudfree: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"cloudfree: error: cannot write {args.json!r}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+__all__ = ("BASELINES", "DEFAULT_PASTES", "METHODS", "RECORD_KEYS", "Case", "MethodFn",
+           "draw_samples", "evaluate_case", "evaluate_cases", "format_table", "load_case",
+           "paste_pool", "resolve_methods", "target_frames")

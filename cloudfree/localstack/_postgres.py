@@ -150,9 +150,8 @@ def _bootstrap_database(settings: Settings, echo: Echo) -> None:
     wanted = importlib.metadata.version("pypgstac")
     with psycopg.connect(_superuser_dsn(settings, PG_DATABASE), autocommit=True) as conn:
         row = conn.execute("SELECT to_regprocedure('pgstac.get_version()') IS NOT NULL").fetchone()
-        current = (
-            conn.execute("SELECT pgstac.get_version()").fetchone()[0] if row and row[0] else None
-        )
+        version = conn.execute("SELECT pgstac.get_version()").fetchone() if row and row[0] else None
+        current = version[0] if version else None
     if current != wanted:
         start = time.monotonic()
         log = _log_file(settings, "migrate")

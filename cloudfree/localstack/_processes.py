@@ -1,7 +1,7 @@
 """Processes of the local stack: state paths, pid files, spawning, readiness and stopping.
 
-Shared by :mod:`cloudfree.localstack` and :mod:`cloudfree.localstack._postgres`; nothing here knows a
-particular service.
+Shared by :mod:`cloudfree.localstack._stack` and :mod:`cloudfree.localstack._postgres`;
+nothing here knows a particular service.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ START_TIMEOUT_S = {"postgres": 60.0, "stac-api": 60.0, "s3": 60.0, "prefect": 18
 STOP_TIMEOUT_S = 15.0
 Echo = Callable[[str], None]
 # Processes this interpreter started; kept so they can be reaped (no zombies, no ResourceWarning).
-_children: dict[int, subprocess.Popen] = {}
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _root(settings: Settings) -> Path:

@@ -1,9 +1,4 @@
-"""The local stack on 127.0.0.1: PostgreSQL/PostGIS/pgstac, stac-fastapi-pgstac, SeaweedFS S3, Prefect.
-
-Everything lives under ``settings.state_dir``: data in ``pg/``, ``s3/`` and ``prefect/``, logs in
-``logs/``, pid files in ``run/``. Several instances can run side by side when their state
-directories and ports differ.
-"""
+"""Start, stop and inspect the services of the local stack, each under ``settings.state_dir``."""
 
 from __future__ import annotations
 

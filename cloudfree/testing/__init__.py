@@ -135,7 +135,7 @@ def shared_data_dir() -> Path | None:
     import os
 
     candidates = [os.environ.get("CLOUDFREE_SHARED_DATA"),
-                  Path(__file__).resolve().parents[2] / "shared" / "data"]
+                  Path(__file__).resolve().parents[3] / "shared" / "data"]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)

@@ -1,7 +1,7 @@
-"""Training series: synthetic Sentinel-2 time series (cloudfree.demo.synth) with simulated gaps.
+"""Training series: synthetic Sentinel-2 time series (cloudfree.synthetic) with simulated gaps.
 
 Ground truth is the clear series of a synthetic landscape (crop phenology over the year);
-the 6 L2A bands of :mod:`cloudfree.demo.synth` are extended to the 13 L1C bands by spectral
+the 6 L2A bands of :mod:`cloudfree.synthetic` are extended to the 13 L1C bands by spectral
 mixing and to ``ndvi`` ((NDVI + 1) / 2), with per-frame gain/offset noise standing in for
 the atmosphere. Gaps are cloud + shadow masks from the synth cloud generators: a pool of
 cloud masks made the way the demo catalog's SCL is made (pasted onto clear frames), and
@@ -17,8 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from cloudfree.demo import synth
+from cloudfree import synthetic as synth
+from cloudfree.masking import cast_shadow
 from cloudfree.models.weights import MODEL_BANDS, default_normalisation
 
 L2A_SET = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -41,16 +43,18 @@ def cloud_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """One synthetic cloud + shadow mask: thick cumulus and/or thin cirrus, shadow offset."""
     seed = int(rng.integers(1 << 30))
     cover = float(rng.uniform(0.05, 0.7))
-    origin = tuple(float(o) for o in rng.integers(0, 10_000, 2))
+    origin_y, origin_x = (float(o) for o in rng.integers(0, 10_000, 2))
+    origin = (origin_y, origin_x)
     opacity = synth.cumulus_opacity(shape, cover=cover, origin_px=origin,
                                     scale_m=float(rng.uniform(400, 2000)), seed=seed)
     if rng.random() < 0.4:
         cirrus = synth.cirrus_opacity(shape, cover=float(rng.uniform(0.1, 0.6)),
                                       max_opacity=0.5, origin_px=origin, seed=seed + 1)
         opacity = np.maximum(opacity, cirrus)
-    offset = tuple(float(o) for o in rng.uniform(-15, 15, 2))
-    shadow = synth.cast_shadow(opacity, offset_px=offset)
-    return (opacity > 0.1) | (shadow > 0.2)
+    offset_y, offset_x = (float(o) for o in rng.uniform(-15, 15, 2))
+    shadow = cast_shadow(opacity, offset_px=(offset_y, offset_x))
+    mask: NDArray[np.bool_] = (opacity > 0.1) | (shadow > 0.2)
+    return mask
 
 
 def draw_orientation(rng: np.random.Generator) -> tuple[int, bool]:
@@ -89,10 +93,11 @@ class SeriesSampler:
     def __post_init__(self) -> None:
         rng = np.random.default_rng([self.seed, 7])
         self.doys = np.linspace(1, 361, self.n_doys).astype(np.float32)
-        self.reflectance = []  # per landscape: (n_doys, 14, world, world)
+        self.reflectance: list[NDArray[np.float32]] = []  # per landscape: (n_doys, 14, H, W)
         for i in range(self.n_landscapes):
-            origin = tuple(float(o) for o in rng.integers(0, 20_000, 2))
-            land = synth.make_landscape((self.world_px, self.world_px), origin_px=origin,
+            origin_y, origin_x = (float(o) for o in rng.integers(0, 20_000, 2))
+            land = synth.make_landscape((self.world_px, self.world_px),
+                                        origin_px=(origin_y, origin_x),
                                         seed=int(self.seed * 100 + i))
             l2a = np.stack([synth.surface_reflectance(land, day_of_year=float(d))
                             for d in self.doys])
@@ -104,7 +109,7 @@ class SeriesSampler:
     @property
     def description(self) -> str:
         """What the series are, for the model card."""
-        return (f"synthetic Sentinel-2 series from cloudfree.demo.synth: {self.n_landscapes} "
+        return (f"synthetic Sentinel-2 series from cloudfree.synthetic: {self.n_landscapes} "
                 f"landscapes of {self.world_px} px over {self.n_doys} dates; gaps from synth "
                 f"cloud/shadow masks ({self.mask_pool} pasted, plus fresh Perlin clouds)")
 

@@ -1,19 +1,21 @@
 """The GAN training loop: resumable checkpoints, loss curve, export of weights and card.
 
 Batches come from synthetic series (``data="synth"``), from a real STAC time cube
-(``"stac"``, the demo catalog by default) or from both in turn (``"mixed"``).
+(``"stac"``) or from both in turn (``"mixed"``). The options are one
+:class:`~cloudfree.training.options.TrainOptions`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from cloudfree.errors import InvalidParameterError, StorageUnreachableError
 from cloudfree.models.discriminator import PatchDiscriminator
@@ -21,54 +23,14 @@ from cloudfree.models.generator import Generator
 from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisation, save_generator
 from cloudfree.training import losses
 from cloudfree.training.data import SeriesSampler
+from cloudfree.training.options import TrainOptions
 
 if TYPE_CHECKING:
     from cloudfree.settings import Settings
-    from cloudfree.training.stac_data import CubeSampler, StacSource
+    from cloudfree.training.stac_data import CubeSampler, SourceDefaults, StacSource
 
 MODEL_VERSION = "0.1.0"
-DATA_SOURCES = ("synth", "stac", "mixed")
-
-
-@dataclass
-class TrainConfig:
-    """Options of one training run (all plain values, so they go into the checkpoint)."""
-
-    steps: int = 500
-    batch: int = 4
-    size: int = 64
-    frames: int = 6
-    base_channels: int = 16
-    depth: int = 2
-    heads: int = 4
-    lr: float = 3e-4
-    seed: int = 0
-    data: Literal["synth", "stac", "mixed"] = "synth"
-    #: STAC source of data "stac"/"mixed"; None: the Settings' API (the local demo catalog)
-    stac_url: str | None = None
-    #: None: the Settings' source collection (the demo catalog's)
-    stac_collection: str | None = None
-    #: minx, miny, maxx, maxy in degrees; None (with datetime): the demo catalog's region
-    bbox: tuple[float, float, float, float] | None = None
-    #: "YYYY-MM-DD/YYYY-MM-DD"; None: the demo catalog's season
-    datetime: str | None = None
-    #: largest side of the in-memory STAC cube, px (memory: dates x bands x cube_px^2 x 4 B)
-    cube_px: int = 512
-    w_l1: float = 1.0
-    w_ssim: float = 0.2
-    w_adv: float = 0.01
-    w_temporal: float = 0.2
-    w_cycle: float = 0.0
-    checkpoint_every: int = 100
-    n_landscapes: int = 4
-    world_px: int = 192
-
-    def __post_init__(self) -> None:
-        if self.data not in DATA_SOURCES:
-            raise InvalidParameterError("data", self.data,
-                                        f"choose one of {', '.join(DATA_SOURCES)}")
-        if self.bbox is not None:  # a flow or a JSON config gives a list
-            self.bbox = tuple(float(v) for v in self.bbox)  # type: ignore[assignment]
+Batch = dict[str, torch.Tensor]
 
 
 def _device(name: str) -> torch.device:
@@ -77,15 +39,16 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(config: TrainConfig) -> tuple[Generator, PatchDiscriminator]:
-    generator = Generator(bands=MODEL_BANDS, base_channels=config.base_channels,
-                          depth=config.depth, heads=config.heads)
+def build(options: TrainOptions) -> tuple[Generator, PatchDiscriminator]:
+    generator = Generator(bands=MODEL_BANDS, base_channels=options.base_channels,
+                          depth=options.depth, heads=options.heads)
     discriminator = PatchDiscriminator(n_bands=len(MODEL_BANDS), base_channels=16)
     return generator, discriminator
 
 
-def train_step(generator, discriminator, opt_g, opt_d, batch, config: TrainConfig,
-               rng: np.random.Generator) -> dict[str, float]:
+def train_step(generator: Generator, discriminator: PatchDiscriminator,
+               opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, batch: Batch,
+               options: TrainOptions, rng: np.random.Generator) -> dict[str, float]:
     """One discriminator and one generator update; returns the loss terms.
 
     ``batch["known"]`` (1 where the truth is real, absent: all ones) keeps the losses off
@@ -115,7 +78,7 @@ def train_step(generator, discriminator, opt_g, opt_d, batch, config: TrainConfi
     opt_d.zero_grad()
     d_loss = losses.hinge_d(discriminator(reference[rows, target], *d_args),
                             discriminator(out[rows, target].detach(), *d_args))
-    d_loss.backward()
+    d_loss.backward()  # type: ignore[no-untyped-call]  # torch leaves backward unannotated
     opt_d.step()
 
     l1 = losses.masked_l1(out, truth, gap)
@@ -123,15 +86,15 @@ def train_step(generator, discriminator, opt_g, opt_d, batch, config: TrainConfi
     ssim = losses.ssim_loss(out.reshape(b * t, c, h, w), reference.reshape(b * t, c, h, w))
     temporal = losses.temporal_consistency(out, reference, gap)
     adv = losses.hinge_g(discriminator(out[rows, target], *d_args))
-    total = config.w_l1 * l1 + config.w_ssim * ssim + config.w_temporal * temporal + config.w_adv * adv
+    total = options.w_l1 * l1 + options.w_ssim * ssim + options.w_temporal * temporal + options.w_adv * adv
     cycle = torch.zeros(())
-    if config.w_cycle > 0:
+    if options.w_cycle > 0:
         # cycle: hide the observed pixels instead, regenerate them from the filled series
         out2 = generator(out, 1 - clear, doy, present)
         cycle = losses.masked_l1(out2, truth, clear[:, :, None] * pmask)
-        total = total + config.w_cycle * cycle
+        total = total + options.w_cycle * cycle
     opt_g.zero_grad()
-    total.backward()
+    total.backward()  # type: ignore[no-untyped-call]  # as above
     torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
     opt_g.step()
     terms = {"total": total, "l1": l1, "ssim": ssim, "temporal": temporal, "adv": adv,
@@ -139,54 +102,59 @@ def train_step(generator, discriminator, opt_g, opt_d, batch, config: TrainConfi
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
-def save_checkpoint(path: Path, generator, discriminator, opt_g, opt_d, step: int,
-                    history: list[dict[str, float]], config: TrainConfig,
+def save_checkpoint(path: Path, generator: Generator, discriminator: PatchDiscriminator,
+                    opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, step: int,
+                    history: list[dict[str, float]], options: TrainOptions,
                     data_fingerprints: list[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
-                "history": history, "config": asdict(config),
+                "history": history, "config": options.record(),
                 "data_fingerprints": list(data_fingerprints or []),
                 "torch_rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
 
-def stac_sampler(config: TrainConfig, settings: Settings | None) -> CubeSampler:
-    """The STAC cube sampler of ``config``, its cube read once now."""
+def stac_sampler(options: TrainOptions, settings: Settings | None,
+                 source_defaults: SourceDefaults | None = None) -> CubeSampler:
+    """The STAC cube sampler of ``options``, its cube read once now; a bbox or datetime
+    left out comes from ``source_defaults`` (the edge's, e.g. the demo catalog's)."""
     from cloudfree.training.stac_data import CubeSampler
 
     if settings is None:
         raise InvalidParameterError(
-            "settings", None, f"data={config.data!r} reads a STAC API and object storage: pass "
+            "settings", None, f"data={options.data!r} reads a STAC API and object storage: pass "
             "settings=Settings() (the CLI and the flow do)")
     try:
         gdal_env = settings.gdal_env()
     except StorageUnreachableError:
-        if config.stac_url is None:  # the local demo catalog's scenes are on the local S3
+        if options.stac_url is None:  # the local demo catalog's scenes are on the local S3
             raise
         gdal_env = {}  # another source: public hrefs need no keys of ours
     return CubeSampler.from_stac(
-        config.stac_url or settings.stac_url,
-        collection=config.stac_collection or settings.source_collection,
-        bbox=config.bbox, datetime=config.datetime, gdal_env=gdal_env, size=config.size,
-        frames=config.frames, seed=config.seed, max_px=config.cube_px)
+        options.stac_url or settings.stac_url,
+        collection=options.collection or settings.source_collection,
+        bbox=options.bbox, datetime=options.datetime, gdal_env=gdal_env, size=options.size,
+        frames=options.frames, seed=options.seed, max_px=options.cube_px,
+        defaults=source_defaults)
 
 
-def build_samplers(config: TrainConfig,
-                   settings: Settings | None = None) -> list[SeriesSampler | CubeSampler]:
-    """The samplers of ``config.data``; batch ``step`` comes from
+def build_samplers(options: TrainOptions, settings: Settings | None = None,
+                   source_defaults: SourceDefaults | None = None,
+                   ) -> list[SeriesSampler | CubeSampler]:
+    """The samplers of ``options.data``; batch ``step`` comes from
     ``samplers[step % len(samplers)]``, so "mixed" alternates synth and STAC by step."""
     samplers: list[SeriesSampler | CubeSampler] = []
-    if config.data in ("synth", "mixed"):
-        samplers.append(SeriesSampler(size=config.size, frames=config.frames, seed=config.seed,
-                                      n_landscapes=config.n_landscapes, world_px=config.world_px))
-    if config.data in ("stac", "mixed"):
-        samplers.append(stac_sampler(config, settings))
+    if options.data in ("synth", "mixed"):
+        samplers.append(SeriesSampler(size=options.size, frames=options.frames, seed=options.seed,
+                                      n_landscapes=options.n_landscapes, world_px=options.world_px))
+    if options.data in ("stac", "mixed"):
+        samplers.append(stac_sampler(options, settings, source_defaults))
     return samplers
 
 
-def _source_record(source: StacSource) -> dict:
+def _source_record(source: StacSource) -> dict[str, Any]:
     """A STAC source as plain values for the card: where, when, how many scenes."""
     return {"stac_url": source.stac_url, "collection": source.collection,
             "bbox": list(source.bbox), "datetime": source.datetime,
@@ -223,7 +191,8 @@ def plot_losses(history: list[dict[str, float]], path: Path, *, window: int = 25
             continue
         span = max(steps[-1] - steps[0], 1.0)
 
-        def xy(s_arr, v_arr, box=box, lo=lo, hi=hi, span=span):
+        def xy(s_arr: NDArray[Any], v_arr: NDArray[Any], box: tuple[int, int, int, int] = box,
+               lo: float = lo, hi: float = hi, span: float = span) -> list[tuple[float, float]]:
             return [(box[0] + (s - steps[0]) / span * (box[2] - box[0]),
                      box[3] - (v - lo) / (hi - lo) * (box[3] - box[1]))
                     for s, v in zip(s_arr, v_arr, strict=True)]
@@ -234,24 +203,30 @@ def plot_losses(history: list[dict[str, float]], path: Path, *, window: int = 25
     return path
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = None,
-          device: str = "auto", log=print, settings: Settings | None = None) -> dict:
-    """Train (or resume) and write checkpoint.pt, losses.png and the weights + card.
+def train(options: TrainOptions, *, log: Callable[[str], object] = print,
+          settings: Settings | None = None,
+          source_defaults: SourceDefaults | None = None) -> dict[str, Any]:
+    """Train (or resume from ``options.resume``) and write checkpoint.pt, losses.png and
+    the weights + card into ``options.out_dir``.
 
     ``settings`` (STAC API, S3 credentials) is needed for data "stac" and "mixed"; the
-    STAC cube is read before anything is written, so a bad source fails fast.
+    STAC cube is read before anything is written, so a bad source fails fast. A bbox or
+    datetime left out of the options comes from ``source_defaults`` (the CLI and the flow
+    pass the demo catalog's); without it the library refuses a source without both.
     """
-    out_dir = Path(out_dir)
-    dev = _device(device)
-    samplers = build_samplers(config, settings)
+    out_dir, resume = Path(options.out_dir), options.resume
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    dev = _device(options.device)
+    samplers = build_samplers(options, settings, source_defaults)
     fingerprints = [source.fingerprint for source in _stac_sources(samplers)]
-    torch.manual_seed(config.seed)
-    generator, discriminator = build(config)
+    torch.manual_seed(options.seed)
+    generator, discriminator = build(options)
     generator.to(dev)
     discriminator.to(dev)
-    opt_g = torch.optim.AdamW(generator.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    step, history = 0, []
+    opt_g = torch.optim.AdamW(generator.parameters(), lr=options.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=options.lr, betas=(0.5, 0.999))
+    step, history = 0, list[dict[str, float]]()
     if resume is not None:
         state = torch.load(resume, map_location=dev, weights_only=True)
         generator.load_state_dict(state["generator"])
@@ -267,18 +242,18 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: str | Path | None
     ckpt = out_dir / "checkpoint.pt"
     start = time.perf_counter()
     generator.train()
-    while step < config.steps:
-        arrays = samplers[step % len(samplers)].batch(step, config.batch)
+    while step < options.steps:
+        arrays = samplers[step % len(samplers)].batch(step, options.batch)
         batch = {k: torch.from_numpy(v).to(dev) for k, v in arrays.items()}
-        terms = train_step(generator, discriminator, opt_g, opt_d, batch, config,
-                           np.random.default_rng([config.seed, step]))
+        terms = train_step(generator, discriminator, opt_g, opt_d, batch, options,
+                           np.random.default_rng([options.seed, step]))
         step += 1
         history.append({"step": step, **terms})
-        if step % 10 == 0 or step == config.steps:
-            log(f"step {step}/{config.steps} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items())
+        if step % 10 == 0 or step == options.steps:
+            log(f"step {step}/{options.steps} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items())
                 + f" ({time.perf_counter() - start:.0f} s)")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint(ckpt, generator, discriminator, opt_g, opt_d, step, history, config,
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            save_checkpoint(ckpt, generator, discriminator, opt_g, opt_d, step, history, options,
                             fingerprints)
     plot_losses(history, out_dir / "losses.png")
     tail = history[-min(len(history), 50):]
@@ -286,13 +261,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: str | Path | None
     card = ModelCard(
         name="default", version=MODEL_VERSION, bands=MODEL_BANDS,
         normalisation=default_normalisation(),
-        training_data=(f"data {config.data!r}: " + " + ".join(s.description for s in samplers)
-                       + f"; {config.size} px crops of {config.frames} frames, random quarter "
+        training_data=(f"data {options.data!r}: " + " + ".join(s.description for s in samplers)
+                       + f"; {options.size} px crops of {options.frames} frames, random quarter "
                        "turns, flips and band subsets"),
         metrics={"final_train_losses_mean_last_50": final},
-        architecture={"base_channels": config.base_channels, "depth": config.depth,
-                      "heads": config.heads},
-        training={**asdict(config), "seconds": round(time.perf_counter() - start, 1),
+        architecture={"base_channels": options.base_channels, "depth": options.depth,
+                      "heads": options.heads},
+        training={**options.record(), "seconds": round(time.perf_counter() - start, 1),
                   "device": str(dev), "steps_done": step,
                   "stac_sources": [_source_record(src) for src in _stac_sources(samplers)]},
     )

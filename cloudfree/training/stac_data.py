@@ -1,4 +1,4 @@
-"""Training series from real time cubes of any STAC source (the demo catalog by default).
+"""Training series from real time cubes of any STAC source.
 
 The cube is read once through the mosaic pipeline's own stages (search, cube, masking)
 and kept in memory as reflectance. A series is a random crop of ``frames`` dates in time
@@ -9,6 +9,10 @@ cloudy frames, cropped at random places, turned and pasted onto other frames; an
 synthetic Perlin clouds, thick and thin, with displaced shadows
 (:func:`cloudfree.training.data.cloud_mask`). Whole series get random quarter turns and
 flips, and random band subsets, as the synthetic series do.
+
+A source is given with its bbox and date window. Where they may be left out (the CLI and
+the flow default to the local demo catalog's) is decided at the edge, which passes a
+:class:`SourceDefaults`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
-from cloudfree._stac_api import get_json
 from cloudfree.cube import build_cube
-from cloudfree.demo.catalog import SEASON
-from cloudfree.demo.run import demo_region
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import AOI, Bbox, Tile, aoi_tile, parse_bbox, parse_date_window
 from cloudfree.masking import (
@@ -39,7 +41,7 @@ from cloudfree.models.weights import (
     day_of_year,
     default_normalisation,
 )
-from cloudfree.search import check_collection, open_client, search_scenes
+from cloudfree.search import search_scenes
 from cloudfree.sentinel2 import NODATA, to_reflectance
 from cloudfree.training.data import cloud_mask, draw_band_set, draw_orientation, orient
 
@@ -52,6 +54,26 @@ POOL_CLOUD_FRACTION = (0.05, 0.80)
 MIN_KNOWN_FRACTION = 0.25
 #: How often a crop (or a partial gap) is drawn again before the best one is taken.
 MAX_DRAWS = 20
+
+
+#: A bbox as :func:`cloudfree.grid.parse_bbox` takes it: 4 numbers or "minx,miny,maxx,maxy".
+BboxLike = Bbox | list[float] | str
+
+
+class SourceDefaults(Protocol):
+    """Decides the bbox and date window of a STAC source given without them (or without
+    one of them); raises :class:`~cloudfree.errors.CloudFreeError` where it has none."""
+
+    def __call__(
+        self,
+        stac_url: str,
+        *,
+        collection: str,
+        bbox: BboxLike | None,
+        datetime: str | None,
+        size_px: int,
+        resolution_m: float,
+    ) -> tuple[Bbox, str]: ...
 
 
 @dataclass(frozen=True)
@@ -100,43 +122,6 @@ def model_assets(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda kv: MODEL_BANDS.index(kv[1])))
 
 
-def demo_defaults(
-    stac_url: str,
-    *,
-    collection: str,
-    bbox: Sequence[float] | str | None,
-    datetime: str | None,
-    size_px: int,
-    resolution_m: float = 10.0,
-) -> tuple[Bbox, str]:
-    """The bbox and date window to train on: the ones given, else the demo catalog's own.
-
-    Only the cloudfree demo collection has defaults (its season, and the region
-    :func:`cloudfree.demo.run.demo_region` finds inside its scenes); any other source
-    must say where and when, since searching a whole real archive is never meant.
-    """
-    if bbox is not None and datetime is not None:
-        return parse_bbox(bbox).bbox, datetime
-    check_collection(open_client(stac_url), stac_url, collection)
-    document = get_json(f"{stac_url.rstrip('/')}/collections/{collection}") or {}
-    if "cloudfree:demo" not in document:
-        raise InvalidParameterError(
-            "bbox" if bbox is None else "datetime",
-            None,
-            f"collection {collection!r} at {stac_url} is not the cloudfree demo catalog, so it "
-            "has no default region and dates; give both a bbox and a datetime",
-        )
-    window = datetime or f"{SEASON[0]}/{SEASON[1]}"
-    if bbox is not None:
-        return parse_bbox(bbox).bbox, window
-    extent = document["extent"]["spatial"]["bbox"][0]
-    scenes = search_scenes(
-        stac_url, collection=collection, aoi=parse_bbox(extent), window=parse_date_window(window)
-    )
-    _, region, scene_window = demo_region(scenes, tile_size_px=size_px, resolution_m=resolution_m)
-    return region, datetime or scene_window
-
-
 def cube_tile(
     aoi: AOI, items: Sequence[Mapping[str, Any]], *, resolution_m: float, max_px: int
 ) -> Tile:
@@ -170,7 +155,7 @@ def read_cube(
     stac_url: str,
     *,
     collection: str,
-    bbox: Sequence[float] | str,
+    bbox: BboxLike,
     datetime: str,
     gdal_env: dict[str, Any] | None = None,
     resolution_m: float = 10.0,
@@ -314,7 +299,7 @@ class CubeSampler:
         stac_url: str,
         *,
         collection: str,
-        bbox: Sequence[float] | str | None = None,
+        bbox: BboxLike | None = None,
         datetime: str | None = None,
         gdal_env: dict[str, Any] | None = None,
         size: int = 64,
@@ -322,17 +307,32 @@ class CubeSampler:
         seed: int = 0,
         max_px: int = DEFAULT_CUBE_PX,
         resolution_m: float = 10.0,
+        defaults: SourceDefaults | None = None,
     ) -> CubeSampler:
-        """Read the cube once (see :func:`read_cube`); bbox and datetime default to the demo
-        catalog's region and season (:func:`demo_defaults`)."""
-        region, window = demo_defaults(
-            stac_url,
-            collection=collection,
-            bbox=bbox,
-            datetime=datetime,
-            size_px=size,
-            resolution_m=resolution_m,
-        )
+        """Read the cube once (see :func:`read_cube`).
+
+        A bbox or datetime left out comes from ``defaults`` (the edge's choice, e.g. the
+        demo catalog's region and season); without them both must be given, since
+        searching a whole real archive is never meant.
+        """
+        if bbox is not None and datetime is not None:
+            region, window = parse_bbox(bbox).bbox, datetime
+        elif defaults is None:
+            raise InvalidParameterError(
+                "bbox" if bbox is None else "datetime",
+                None,
+                f"give both a bbox and a datetime to train on collection {collection!r} at "
+                f"{stac_url}; this source has no default region and dates",
+            )
+        else:
+            region, window = defaults(
+                stac_url,
+                collection=collection,
+                bbox=bbox,
+                datetime=datetime,
+                size_px=size,
+                resolution_m=resolution_m,
+            )
         cube = read_cube(
             stac_url,
             collection=collection,
@@ -394,7 +394,10 @@ class CubeSampler:
         rows, cols = np.nonzero(known)
         pick = int(rng.integers(len(rows)))
         yy, xx = np.ogrid[: self.size, : self.size]
-        return (yy - rows[pick]) ** 2 + (xx - cols[pick]) ** 2 <= (self.size / 4) ** 2
+        disc: NDArray[np.bool_] = (yy - rows[pick]) ** 2 + (xx - cols[pick]) ** 2 <= (
+            self.size / 4
+        ) ** 2
+        return disc
 
     def _draw(self, rng: np.random.Generator) -> SeriesDraw:
         n_dates, height, width = self.known.shape

@@ -1,0 +1,110 @@
+"""``cloudfree mosaic``: make and publish a cloud-free mosaic by running a flow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from cloudfree.errors import InvalidAOIError
+from cloudfree.methods import get_method, list_methods
+from cloudfree.settings import Settings
+
+
+def use_local_prefect(settings: Settings) -> None:
+    """Point Prefect at the local server when it runs and nothing else is configured;
+    otherwise Prefect starts a temporary server of its own."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import httpx
+
+    try:
+        ok = httpx.get(f"{settings.prefect_url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        os.environ["PREFECT_API_URL"] = settings.prefect_url
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """``--method`` (the registry's mosaic methods) and ``--force``."""
+    targeted = [name for name in list_methods("mosaic") if get_method(name).corrected]
+    parser.add_argument(
+        "--method", default="median", choices=list_methods("mosaic"),
+        help=f"compositing method (default median); {' and '.join(targeted)} show the "
+             "target date, gaps fitted to its clear pixels")
+    parser.add_argument("--force", action="store_true",
+                        help="re-make tiles already published with the same inputs")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mosaic", help="make and publish a cloud-free mosaic (runs the flow)")
+    aoi = p.add_mutually_exclusive_group()
+    aoi.add_argument("--bbox", help="minx,miny,maxx,maxy in degrees")
+    aoi.add_argument("--geojson", help="GeoJSON file (Polygon/MultiPolygon/Feature[Collection])")
+    p.add_argument("--datetime", required=True, help="YYYY-MM-DD/YYYY-MM-DD")
+    p.add_argument("--collection", default=None, help="source collection (default from settings)")
+    p.add_argument("--max-cloud", type=float, default=None, help="max scene eo:cloud_cover, %%")
+    p.add_argument("--resolution", type=float, default=10.0, help="output pixel size, m")
+    p.add_argument("--epsg", type=int, default=None, help="output CRS (default: UTM of the AOI)")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="cut the AOI into grid tiles of this many pixels (regional flow)")
+    targeted = [name for name in list_methods("mosaic") if get_method(name).targeted]
+    p.add_argument("--target-date", default=None,
+                   help=f"YYYY-MM-DD that {', '.join(targeted)} aim at (default: the "
+                        "window's middle)")
+    p.add_argument("--dilation", type=float, default=None,
+                   help="grow SCL cloud and shadow masks by this many metres (default 100)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_method_options(p)
+    p.set_defaults(func=run)
+
+
+def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "datetime": args.datetime,
+        "collection": args.collection,
+        "max_cloud_pct": args.max_cloud,
+        "method": args.method,
+        "target_date": args.target_date,
+        "dilation_m": args.dilation,
+        "resolution_m": args.resolution,
+        "epsg": args.epsg,
+        "force": args.force,
+    }
+    if args.geojson:
+        kwargs["geojson"] = args.geojson
+    else:
+        kwargs["bbox"] = args.bbox
+    return kwargs
+
+
+def _print_outcomes(result: dict[str, Any]) -> None:
+    for tile in result["tiles"]:
+        print(f"{tile['status']:9s} {tile['item_id']}  ({tile['n_sources']} scenes)")
+        for key, href in sorted(tile["hrefs"].items()):
+            print(f"          {key:12s} {href}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.bbox and not args.geojson:
+        raise InvalidAOIError(None, "no area of interest given; pass --bbox or --geojson")
+    use_local_prefect(Settings())
+    kwargs = _flow_kwargs(args)
+    result: dict[str, Any]
+    if args.tile_size:
+        from flows.regional_mosaic import regional_mosaic
+
+        result = regional_mosaic(**kwargs, tile_size_px=args.tile_size)
+    else:
+        from flows.aoi_mosaic import aoi_mosaic
+
+        result = aoi_mosaic(**kwargs)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        _print_outcomes(result)
+    return 0
