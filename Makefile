@@ -20,12 +20,15 @@ demo: setup
 	@$(CLOUDFREE) demo-catalog
 	@$(CLOUDFREE) demo --method $(METHOD)
 
+# mypy reads its file list (cloudfree, flows) and strictness from pyproject.toml [tool.mypy].
 test: setup
 	@$(VENV)/bin/ruff check cloudfree flows tests bench
+	@$(VENV)/bin/mypy
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: setup
 	@$(VENV)/bin/ruff check cloudfree flows tests bench
+	@$(VENV)/bin/mypy
 	@$(VENV)/bin/ruff format --check cloudfree flows tests bench
 
 services-up: setup

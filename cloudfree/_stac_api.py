@@ -21,16 +21,17 @@ def _check(response: httpx.Response, target: str) -> None:
         raise PublishError(target, f"HTTP {response.status_code}: {response.text[:500]}")
 
 
-def get_json(url: str) -> dict | None:
+def get_json(url: str) -> dict[str, Any] | None:
     """GET a JSON document; ``None`` on 404."""
     response = _request("GET", url)
     if response.status_code == 404:
         return None
     _check(response, url)
-    return response.json()
+    document: dict[str, Any] = response.json()  # STAC endpoints answer JSON objects
+    return document
 
 
-def upsert_collection(api_url: str, collection: dict) -> None:
+def upsert_collection(api_url: str, collection: dict[str, Any]) -> None:
     """Create the collection, or replace it when it already exists."""
     api_url = api_url.rstrip("/")
     cid = collection["id"]
@@ -40,7 +41,7 @@ def upsert_collection(api_url: str, collection: dict) -> None:
     _check(response, f"collection {cid}")
 
 
-def upsert_item(api_url: str, item: dict) -> None:
+def upsert_item(api_url: str, item: dict[str, Any]) -> None:
     """Create the item in its collection, or replace it when it already exists."""
     api_url = api_url.rstrip("/")
     cid, iid = item["collection"], item["id"]
@@ -50,7 +51,7 @@ def upsert_item(api_url: str, item: dict) -> None:
     _check(response, f"item {cid}/{iid}")
 
 
-def upsert_items(api_url: str, collection_id: str, items: list[dict]) -> None:
+def upsert_items(api_url: str, collection_id: str, items: list[dict[str, Any]]) -> None:
     """Bulk create-or-update (one request) through the bulk transactions endpoint,
     falling back to one request per item when the API lacks it."""
     api_url = api_url.rstrip("/")

@@ -11,9 +11,10 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 from affine import Affine
+from numpy.typing import NDArray
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
-from rio_cogeo import cog_validate
+from rio_cogeo.cogeo import cog_validate
 
 from cloudfree.errors import InvalidCOGError, InvalidParameterError
 
@@ -32,7 +33,7 @@ Predictor = Literal["auto", "none", "horizontal", "floating_point"]
 
 def cog_creation_options(
     *,
-    dtype: np.dtype,
+    dtype: np.dtype[Any],
     compress: Compression = "deflate",
     blocksize: int = 512,
     overview_resampling: Resampling = "average",
@@ -63,7 +64,7 @@ def cog_creation_options(
     }
 
 
-def _per_band(name: str, value: Any, count: int) -> tuple | None:
+def _per_band(name: str, value: Any, count: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     values = (
@@ -76,12 +77,12 @@ def _per_band(name: str, value: Any, count: int) -> tuple | None:
     return tuple(float(v) for v in values)
 
 
-def _cast(array: np.ndarray, dtype: np.dtype, nodata: float | None) -> np.ndarray:
+def _cast(array: NDArray[Any], dtype: np.dtype[Any], nodata: float | None) -> NDArray[Any]:
     if array.dtype == dtype:
         return array
     if np.issubdtype(dtype, np.integer) and np.issubdtype(array.dtype, np.floating):
         info = np.iinfo(dtype)
-        out = np.rint(np.clip(np.nan_to_num(array, nan=info.min), info.min, info.max))
+        out: NDArray[Any] = np.rint(np.clip(np.nan_to_num(array, nan=info.min), info.min, info.max))
         if nodata is not None:
             out[np.isnan(array)] = nodata
         return out.astype(dtype)
@@ -89,12 +90,12 @@ def _cast(array: np.ndarray, dtype: np.dtype, nodata: float | None) -> np.ndarra
 
 
 def write_cog(
-    array: np.ndarray,
+    array: NDArray[Any],
     *,
     transform: Affine | Sequence[float],
     crs: str | int | CRS,
     nodata: float | None,
-    dtype: str | np.dtype | None = None,
+    dtype: str | np.dtype[Any] | None = None,
     scale: float | Sequence[float] | None = None,
     offset: float | Sequence[float] | None = None,
     band_names: Sequence[str] | None = None,
@@ -169,7 +170,7 @@ def write_cog(
                 dst.offsets = offsets
             for index, name in enumerate(band_names or (), start=1):
                 dst.set_band_description(index, name)
-        data = memfile.read()
+        data: bytes = memfile.read()
         is_valid, errors, _warnings = cog_validate(memfile.name, quiet=True)
     if not is_valid:
         raise InvalidCOGError(f"COG of shape {pixels.shape}", list(errors))

@@ -94,12 +94,16 @@ def parse_bbox(text: str | Bbox | list[float]) -> AOI:
         values = [float(v) for v in text]
     if len(values) != 4:
         raise InvalidAOIError(text, f"a bbox has 4 numbers, got {len(values)}")
-    return AOI(bbox=_check_bbox(tuple(values), text))  # type: ignore[arg-type]
+    bbox: Bbox = (values[0], values[1], values[2], values[3])
+    return AOI(bbox=_check_bbox(bbox, text))
 
 
 def _geometry_coords(geometry: dict[str, Any]) -> Iterator[tuple[float, float]]:
     gtype = geometry.get("type")
-    coords = geometry.get("coordinates")
+    # GeoJSON coordinates nest to a depth that depends on the type; malformed input fails
+    # below with TypeError/KeyError/IndexError, which the caller reports.
+    coords: Any = geometry.get("coordinates")
+    rings: Any
     if gtype == "Polygon":
         rings = coords
     elif gtype == "MultiPolygon":
@@ -130,7 +134,7 @@ def parse_geojson(source: str | Path | dict[str, Any]) -> AOI:
         geoms = [f["geometry"] for f in source.get("features", [])]
         if not geoms:
             raise InvalidAOIError(original, "the FeatureCollection has no features")
-        polys = []
+        polys: list[Any] = []
         for g in geoms:
             polys.extend([g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"])
         geometry = {"type": "MultiPolygon", "coordinates": polys}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 import s3fs
@@ -27,7 +28,7 @@ DEFAULT_GDAL_ENV: dict[str, str | int] = {
 }
 
 
-class S3Session(Session):
+class S3Session(Session):  # type: ignore[misc]  # rasterio ships no type information
     """A rasterio session holding static S3 credentials, without boto3.
 
     rasterio refuses credentials passed as plain GDAL options; a session is the way
@@ -39,7 +40,7 @@ class S3Session(Session):
         self._region = region
 
     @classmethod
-    def hascreds(cls, config: dict) -> bool:
+    def hascreds(cls, config: dict[str, Any]) -> bool:
         return "AWS_ACCESS_KEY_ID" in config and "AWS_SECRET_ACCESS_KEY" in config
 
     @property
@@ -71,7 +72,7 @@ def gdal_s3_env(endpoint_url: str, key: str, secret: str) -> dict[str, object]:
     }
 
 
-def s3_filesystem(storage_options: dict) -> s3fs.S3FileSystem:
+def s3_filesystem(storage_options: dict[str, Any]) -> s3fs.S3FileSystem:
     """The process's s3fs filesystem for these options (fsspec's instance cache), which
     caches no listings, so what other processes write is seen at once.
 

@@ -5,21 +5,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypedDict
 
 from distributed import Client
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from pydantic import Field
 
 from cloudfree.cluster import KubeClusterConfig, make_cluster
 from cloudfree.errors import CloudFreeError
 from cloudfree.grid import AOI, DateWindow, Tile
+from cloudfree.methods import list_methods
 from cloudfree.publish import ensure_collection
 from cloudfree.search import search_scenes
 from cloudfree.settings import Settings
 from cloudfree.storage import check_bucket, s3_filesystem
 from cloudfree.tile import MosaicParams, TileOutcome, mosaic_tile
+
+#: A flow's ``method`` parameter: the registry's mosaic methods, as an enum in the flow's
+#: parameter schema, so Prefect refuses any other name before a run starts.
+MosaicMethod = Annotated[str, Field(
+    description="how gaps are filled: " + ", ".join(list_methods("mosaic")),
+    json_schema_extra={"enum": list(list_methods("mosaic"))})]
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -33,8 +41,17 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-RETRY = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient,
-             cache_policy=NO_CACHE)
+class RetryOptions(TypedDict):
+    """The ``@task`` options of every mosaic task."""
+
+    retries: int
+    retry_delay_seconds: list[float]
+    retry_condition_fn: Callable[[Any, Any, Any], bool]
+    cache_policy: CachePolicy
+
+
+RETRY = RetryOptions(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient,
+                     cache_policy=NO_CACHE)
 
 
 @contextlib.contextmanager
@@ -48,7 +65,8 @@ def dask_client(settings: Settings) -> Iterator[Client]:
         cluster = make_cluster("kubernetes", kube=KubeClusterConfig.from_env(os.environ))
     else:
         cluster = make_cluster("local")
-    with cluster, Client(cluster) as client:
+    # distributed's Client.__init__ is unannotated
+    with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
         yield client
 
 

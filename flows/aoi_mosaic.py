@@ -7,9 +7,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudfree.grid import aoi_tile, parse_bbox, parse_date_window, parse_geojson
+from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams
-from flows._tasks import dask_client, preflight, search_task, tile_task
+from flows._tasks import MosaicMethod, dask_client, preflight, search_task, tile_task
 
 
 @flow(name="aoi-mosaic", log_prints=True)
@@ -19,7 +20,7 @@ def aoi_mosaic(
     geojson: dict[str, Any] | str | None = None,
     collection: str | None = None,
     max_cloud_pct: float | None = None,
-    method: str = "median",
+    method: MosaicMethod = "median",
     target_date: str | None = None,
     resolution_m: float = 10.0,
     epsg: int | None = None,
@@ -34,11 +35,9 @@ def aoi_mosaic(
         geojson: a GeoJSON geometry/Feature/FeatureCollection, or a path to one.
         collection: source collection (default: the settings' source collection).
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
-        method: median, bap, geomedian, interpolate, interpolate_corrected (interpolation
-            fitted to the target date's own clear pixels), or generator (the network,
-            fitted the same way); see ``cloudfree.methods.list_methods("mosaic")``.
-        target_date: the date bap, interpolate, interpolate_corrected and generator aim at
-            (default: the window's middle).
+        method: a mosaic method of the registry, ``cloudfree.methods.list_methods("mosaic")``
+            (the parameter schema lists them).
+        target_date: the date a targeted method aims at (default: the window's middle).
         resolution_m: output pixel size.
         epsg: output CRS (default: the UTM zone of the AOI's centre).
         dilation_m: cloud/shadow mask dilation (default: the library's).
@@ -48,7 +47,7 @@ def aoi_mosaic(
     aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
     window = parse_date_window(datetime)
     params = MosaicParams(method=method, target_date=target_date, resolution_m=resolution_m,
-                          **({} if dilation_m is None else {"dilation_m": dilation_m}))
+                          dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
     tile = aoi_tile(aoi, resolution_m=resolution_m, epsg=epsg)
     collection = collection or settings.source_collection
     preflight(settings, bands=params.bands)

@@ -7,9 +7,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window, parse_geojson
+from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams, items_for_tile
-from flows._tasks import dask_client, preflight, search_task, tile_task
+from flows._tasks import MosaicMethod, dask_client, preflight, search_task, tile_task
 
 
 @flow(name="regional-mosaic", log_prints=True)
@@ -19,7 +20,7 @@ def regional_mosaic(
     geojson: dict[str, Any] | str | None = None,
     collection: str | None = None,
     max_cloud_pct: float | None = None,
-    method: str = "median",
+    method: MosaicMethod = "median",
     target_date: str | None = None,
     resolution_m: float = 10.0,
     tile_size_px: int = 512,
@@ -38,7 +39,7 @@ def regional_mosaic(
     window = parse_date_window(datetime)
     params = MosaicParams(method=method, target_date=target_date, resolution_m=resolution_m,
                           chunksize=min(1024, tile_size_px),
-                          **({} if dilation_m is None else {"dilation_m": dilation_m}))
+                          dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
     tiles = grid_tiles(aoi, resolution_m=resolution_m, tile_size_px=tile_size_px, epsg=epsg)
     collection = collection or settings.source_collection
     preflight(settings, bands=params.bands)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cloudfree.masking import dilate
+from cloudfree.methods._head_stage import head_candidate
 from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected
 from cloudfree.models import head as adapt
 
@@ -141,8 +142,8 @@ def test_chunked_head_equals_whole(chunk):
     reflectance, clear = _cube(values, days)
     network = np.nan_to_num(values[1])  # any (C, H, W) input will do here
     kw = dict(days=days, frame=2, max_samples=900)  # sampled, not every pixel
-    whole = adapt.head_candidate(reflectance.values, clear.values, network, **kw)
-    lazy = adapt.head_candidate(reflectance.chunk({"y": chunk, "x": chunk}).data,
+    whole = head_candidate(reflectance.values, clear.values, network, **kw)
+    lazy = head_candidate(reflectance.chunk({"y": chunk, "x": chunk}).data,
                                 clear.chunk({"y": chunk, "x": chunk}).data, network, **kw)
     assert hasattr(lazy, "dask")
     with dask.config.set(scheduler="synchronous"):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cloudfree
 from cloudfree.methods import METHODS, list_methods
 
@@ -70,3 +72,19 @@ def test_one_registry_lists_the_methods():
     for name in list_methods("mosaic"):
         assert MosaicParams(method=name).method == name
     assert "generator_no_tta" not in list_methods("mosaic")
+
+
+def test_the_flows_accept_exactly_the_registry_mosaic_methods():
+    import jsonschema
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.aoi_mosaic import aoi_mosaic
+    from flows.regional_mosaic import regional_mosaic
+
+    for flow in (aoi_mosaic, regional_mosaic):
+        schema = parameter_schema(flow.fn).model_dump()
+        method = schema["properties"]["method"]
+        assert method["enum"] == list(list_methods("mosaic")), flow.name
+        jsonschema.validate("interpolate_corrected", method)
+        with pytest.raises(jsonschema.ValidationError):  # evaluation only
+            jsonschema.validate("generator_no_tta", method)

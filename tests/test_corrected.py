@@ -20,10 +20,10 @@ from cloudfree.methods import (
     corrected,
     correction,
     days_since_epoch,
+    interpolate_corrected,
 )
 from cloudfree.methods._driver import aligned_chunks, nearest_frame
 from cloudfree.methods.corrected import record_choice
-from cloudfree.methods import interpolate_corrected
 from cloudfree.methods.interpolate_corrected import interpolation_candidate
 from cloudfree.methods.interpolate_corrected import mosaic as interpolate_corrected_composite
 

@@ -201,7 +201,7 @@ def _make_kube_cluster(
     name: str,
 ) -> Cluster:
     import kr8s.asyncio
-    from dask_kubernetes.operator import KubeCluster  # type: ignore[import-untyped]  # no py.typed
+    from dask_kubernetes.operator import KubeCluster
     from distributed.utils import LoopRunner, sync
 
     tried = describe_kube_target(kubeconfig, context, os.environ)
@@ -257,7 +257,7 @@ def _make_kube_cluster(
 def _group_scaler(cluster: Any, group_name: str, namespace: str) -> Callable[[int], None]:
     """``scale(n)`` for one DaskWorkerGroup, without touching the cluster's autoscaler
     (``KubeCluster.scale`` deletes it)."""
-    from dask_kubernetes.operator._objects import (  # type: ignore[import-untyped]  # no py.typed
+    from dask_kubernetes.operator._objects import (
         DaskWorkerGroup,
     )
 

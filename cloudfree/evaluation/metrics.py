@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from cloudfree.errors import InvalidParameterError
@@ -23,7 +24,11 @@ SSIM_UNIFORM_SIZE = 7
 K1, K2 = 0.01, 0.03
 
 
-def _prepare(true, pred, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Float64 = NDArray[np.float64]
+
+
+def _prepare(true: ArrayLike, pred: ArrayLike, mask: ArrayLike
+             ) -> tuple[Float64, Float64, NDArray[np.bool_]]:
     true = np.asarray(true, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
@@ -38,25 +43,26 @@ def _prepare(true, pred, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return true, pred, mask
 
 
-def _masked_errors(true, pred, mask) -> np.ndarray:
+def _masked_errors(true: ArrayLike, pred: ArrayLike, mask: ArrayLike) -> Float64:
     """(n_pixels, C) errors on the masked pixels."""
-    true, pred, mask = _prepare(true, pred, mask)
-    return np.moveaxis(pred - true, -3, -1)[mask]
+    true_, pred_, mask_ = _prepare(true, pred, mask)
+    errors: Float64 = np.moveaxis(pred_ - true_, -3, -1)[mask_]
+    return errors
 
 
-def mae(true, pred, mask) -> float:
+def mae(true: ArrayLike, pred: ArrayLike, mask: ArrayLike) -> float:
     """Mean absolute error over the masked pixels and all bands."""
     err = _masked_errors(true, pred, mask)
     return float(np.abs(err).mean()) if err.size else float("nan")
 
 
-def rmse(true, pred, mask) -> float:
+def rmse(true: ArrayLike, pred: ArrayLike, mask: ArrayLike) -> float:
     """Root mean squared error over the masked pixels and all bands."""
     err = _masked_errors(true, pred, mask)
     return float(np.sqrt((err ** 2).mean())) if err.size else float("nan")
 
 
-def psnr(true, pred, mask, data_range: float = 1.0) -> float:
+def psnr(true: ArrayLike, pred: ArrayLike, mask: ArrayLike, data_range: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB, ``10 log10(data_range² / MSE)`` over the masked
     pixels and all bands; ``inf`` for a perfect reconstruction."""
     err = _masked_errors(true, pred, mask)
@@ -67,9 +73,9 @@ def psnr(true, pred, mask, data_range: float = 1.0) -> float:
 
 
 def ssim_map(
-    true, pred, *, data_range: float = 1.0,
+    true: ArrayLike, pred: ArrayLike, *, data_range: float = 1.0,
     window: Literal["gaussian", "uniform"] = "gaussian",
-) -> np.ndarray:
+) -> Float64:
     """Per-pixel SSIM of each 2-D frame over its last two axes, the same shape as the input.
 
     ``window="gaussian"``: σ = 1.5 truncated at 3.5 σ (11 × 11) with population
@@ -85,15 +91,18 @@ def ssim_map(
     if window == "gaussian":
         sigma = (*lead, SSIM_SIGMA, SSIM_SIGMA)
 
-        def smooth(a: np.ndarray) -> np.ndarray:
-            return ndimage.gaussian_filter(a, sigma, truncate=SSIM_TRUNCATE, mode="reflect")
+        def smooth(a: Float64) -> Float64:
+            smoothed: Float64 = ndimage.gaussian_filter(a, sigma, truncate=SSIM_TRUNCATE,
+                                                        mode="reflect")
+            return smoothed
 
         cov_norm = 1.0
     elif window == "uniform":
         size = (*(1 for _ in lead), SSIM_UNIFORM_SIZE, SSIM_UNIFORM_SIZE)
 
-        def smooth(a: np.ndarray) -> np.ndarray:
-            return ndimage.uniform_filter(a, size, mode="reflect")
+        def smooth(a: Float64) -> Float64:
+            smoothed: Float64 = ndimage.uniform_filter(a, size, mode="reflect")
+            return smoothed
 
         n = SSIM_UNIFORM_SIZE ** 2
         cov_norm = n / (n - 1)
@@ -109,7 +118,7 @@ def ssim_map(
 
 
 def ssim_hidden_mean(
-    true, pred, mask, data_range: float = 1.0,
+    true: ArrayLike, pred: ArrayLike, mask: ArrayLike, data_range: float = 1.0,
     window: Literal["gaussian", "uniform"] = "gaussian",
 ) -> float:
     """SSIM map of the whole frames (see :func:`ssim_map`), averaged over the masked
@@ -121,7 +130,7 @@ def ssim_hidden_mean(
     return float(np.moveaxis(ssim, -3, -1)[mask].mean())
 
 
-def sam_degrees(true, pred, mask) -> float:
+def sam_degrees(true: ArrayLike, pred: ArrayLike, mask: ArrayLike) -> float:
     """Spectral angle in degrees between the true and predicted spectra, averaged over the
     masked pixels; pixels where either spectrum is all zero are left out. NaN for one band
     (an angle needs at least two)."""

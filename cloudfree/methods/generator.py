@@ -181,7 +181,7 @@ def mosaic(
     nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
     predicts the frame with the frame hidden entirely; a small head is trained on the
     frame's clear pixels from the other dates and that prediction, once per tile
-    (:func:`cloudfree.models.head.head_candidate`), and predicts the gaps; its prediction
+    (:func:`cloudfree.methods._head_stage.head_candidate`), and predicts the gaps; its prediction
     is fitted to the frame's own clear pixels by the residual correction, with the width
     chosen once per tile (:mod:`cloudfree.methods._corrected`). ``heldout_rmse`` is NaN (None in
     the item): the head trains on the pixels the self-validation holds out, so that
@@ -206,7 +206,8 @@ def mosaic(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.models.head import head_candidate, head_parameters
+    from cloudfree.methods._head_stage import head_candidate
+    from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
     frame = nearest_frame(days, target_day)
@@ -305,10 +306,11 @@ def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: 
     padded, (h, w) = _pad(hidden, model.downsample_factor)
     import torch
 
+    from cloudfree.models.head import one_thread
     from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     inputs = prepare_inputs(padded, days, band_names, card)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():  # the same result whatever the thread count
         out = model(**inputs)
     return restore_outputs(out, band_names, card)[target, :, :h, :w]
 

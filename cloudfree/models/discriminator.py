@@ -28,4 +28,5 @@ class PatchDiscriminator(nn.Module):
     def forward(self, frame: torch.Tensor, observed: torch.Tensor, clear: torch.Tensor,
                 band_present: torch.Tensor) -> torch.Tensor:
         present = band_present[:, :, None, None].expand_as(frame)
-        return self.net(torch.cat([frame, observed, clear, present], dim=1))
+        logits: torch.Tensor = self.net(torch.cat([frame, observed, clear, present], dim=1))
+        return logits

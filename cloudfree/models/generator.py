@@ -94,8 +94,11 @@ class TemporalAttention(nn.Module):
         bias = torch.log(clear_frac.permute(0, 2, 3, 1).reshape(b * h * w, 1, 1, t) + 1e-3)
         attn = torch.softmax(logits + bias, dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(-1, t, f)
-        seq = seq + self.proj(out)
-        seq = seq + self.mlp(self.norm(seq))
+        # nn.Module calls are typed as returning Any; the results are tensors.
+        projected: torch.Tensor = self.proj(out)
+        seq = seq + projected
+        mixed: torch.Tensor = self.mlp(self.norm(seq))
+        seq = seq + mixed
         return seq.reshape(b, h, w, t, f).permute(0, 3, 4, 1, 2)
 
 
@@ -127,17 +130,18 @@ class Generator(nn.Module):
         self.decoders = nn.ModuleList(
             _block(widths[level + 1] + widths[level], widths[level]) for level in range(depth))
         self.head = nn.Conv2d(widths[0], n, 1)
+        assert self.head.bias is not None  # Conv2d has a bias unless bias=False
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     @property
     def downsample_factor(self) -> int:
-        return 2 ** self.depth
+        return int(2**self.depth)  # int ** int is typed Any (a negative power is a float)
 
     @property
     def receptive_radius_px(self) -> int:
         # two 3x3 convs per block at every level, down and up, plus pooling alignment
-        return 4 * (2 ** (self.depth + 1) - 1) + 2 ** (self.depth + 1)
+        return int(4 * (2 ** (self.depth + 1) - 1) + 2 ** (self.depth + 1))
 
     def generate(self, values: torch.Tensor, clear: torch.Tensor, doy: torch.Tensor,
                  band_present: torch.Tensor) -> torch.Tensor:
@@ -164,7 +168,7 @@ class Generator(nn.Module):
         for level in reversed(range(self.depth)):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             x = self.decoders[level](torch.cat([x, skips[level]], dim=1))
-        residual = self.head(x).reshape(b, t, c, h, w)
+        residual: torch.Tensor = self.head(x).reshape(b, t, c, h, w)
         return (prior + residual) * present
 
     def forward(self, values: torch.Tensor, clear: torch.Tensor, doy: torch.Tensor,

@@ -31,16 +31,19 @@ network's prediction, given as one more input, did not improve it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
-from cloudfree.methods._driver import usable_block
 from cloudfree.methods.interpolate import interpolate_at
+
+Float32 = NDArray[np.float32]
+Bool = NDArray[np.bool_]
 
 #: Dates (other than the target) the head sees: the nearest in time that are usable enough.
 FEATURE_FRAMES = 6
@@ -71,6 +74,29 @@ NEAR, FAR = 1.0, 2.0
 MIN_SAMPLES = 50
 #: The head's reach (its 3 x 3 layer): the halo a chunked run needs.
 HALO_PX = 1
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU kernels on one intra-op thread (the count before is restored after).
+
+    torch splits a CPU kernel's work by the thread count, and its result changes with the
+    count in the last bit (sums reduced in another order; elements that fall in a
+    vectorised body or a scalar tail). The head's full-batch steps amplify such a change to
+    about 1e-2 of reflectance in its prediction, so the generator's scores moved by up to
+    0.06 dB between machines. On one thread a run is the same bit for bit whatever the
+    thread count (on one kind of CPU). The head and one evaluation frame are small: one
+    thread measured 3-4x faster on our busy 2-core machine, not slower.
+    """
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def head_parameters() -> dict[str, Any]:
@@ -106,9 +132,9 @@ def prior_frame(values: np.ndarray, usable: np.ndarray, days: np.ndarray,
     return interpolation_candidate(values, usable, days, target)
 
 
-def features(values: np.ndarray, usable: np.ndarray, days: np.ndarray, target: int,
-             frames: Sequence[int], extra: np.ndarray | None = None, *,
-             slots: int = FEATURE_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+def features(values: np.ndarray, usable: Bool, days: np.ndarray, target: int,
+             frames: Sequence[int] | NDArray[np.integer[Any]], extra: np.ndarray | None = None,
+             *, slots: int = FEATURE_FRAMES) -> tuple[Float32, np.ndarray]:
     """The head's inputs for a (T, C, H, W) stack (NaN exactly where not ``usable``):
     ``(features ((slots + 1 [+ 1]) * C, H, W) float32, prior (C, H, W))``: ``slots``
     input dates (fewer ``frames`` than that: zeros fill the rest, so the width is known
@@ -142,8 +168,8 @@ def features(values: np.ndarray, usable: np.ndarray, days: np.ndarray, target: i
     return np.concatenate(parts).astype(np.float32), prior
 
 
-def sample_mask(train: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, rate: float,
-                seed: int) -> np.ndarray:
+def sample_mask(train: Bool, rows: np.ndarray, cols: np.ndarray, *, rate: float,
+                seed: int) -> Bool:
     """The training pixels of ``train`` (h, w) picked at ``rate`` by a hash of their global
     ``rows`` and ``cols``: the same pixels whichever chunk they are in."""
     if rate >= 1.0:
@@ -163,7 +189,7 @@ def sample_rate(height: int, width: int, max_samples: int = MAX_SAMPLES) -> floa
 
 
 def samples(feats: np.ndarray, prior: np.ndarray, observed: np.ndarray,
-            picked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            picked: Bool) -> tuple[Float32, Float32, Float32]:
     """The training pairs at the ``picked`` pixels, in row-major order: ``(inputs (N, F, 3,
     3), prior (N, C), observed (N, C))``. ``feats`` must carry a halo of :data:`HALO_PX`
     around ``picked`` (or reach the image edge, which is reflected, as in :func:`predict`)."""
@@ -182,6 +208,14 @@ class SeriesHead(nn.Module):
     was constant over the samples (an empty input slot) has std ``inf``: it is skipped,
     which is what a standardised 0 would contribute, at no cost."""
 
+    # the buffers registered in __init__ (nn.Module's __getattr__ types them loosely)
+    mean: torch.Tensor
+    std: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    reference: torch.Tensor
+    radius: torch.Tensor
+
     def __init__(self, n_features: int, n_bands: int, hidden: int = HIDDEN) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
@@ -197,10 +231,15 @@ class SeriesHead(nn.Module):
                                  nn.Conv2d(hidden, hidden, 1), nn.GELU(),
                                  nn.Conv2d(hidden, n_bands, 1))
 
+    @property
+    def _conv(self) -> nn.Conv2d:
+        """The 3 x 3 layer, whose weights :meth:`_first` applies to the kept features."""
+        return cast(nn.Conv2d, self.net[0])
+
     def _first(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         keep = torch.isfinite(self.std)
         x = (feats[:, keep] - self.mean[keep, None, None]) / self.std[keep, None, None]
-        return x, self.net[0].weight[:, keep]
+        return x, self._conv.weight[:, keep]
 
     def standardise(self, centre: torch.Tensor) -> torch.Tensor:
         """(N, F) features -> standardised; a skipped feature (std ``inf``) is 0."""
@@ -220,14 +259,15 @@ class SeriesHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, F, h + 2, w + 2) features -> (B, C, h, w) residual."""
         x, weight = self._first(feats)
-        return self.net[1:](nn.functional.conv2d(x, weight, self.net[0].bias))
+        residual: torch.Tensor = self.net[1:](nn.functional.conv2d(x, weight, self._conv.bias))
+        return residual
 
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """(N, F, 3, 3) windows -> (N, C) residual at their centres: :meth:`forward` as
         matrix products (the same weights; much faster than convolving 3 x 3 inputs)."""
         x, weight = self._first(patches)
-        x = nn.functional.linear(x.flatten(1), weight.flatten(1), self.net[0].bias)
-        for layer in self.net[1:]:
+        x = nn.functional.linear(x.flatten(1), weight.flatten(1), self._conv.bias)
+        for layer in list(self.net)[1:]:
             if isinstance(layer, nn.Conv2d):
                 x = nn.functional.linear(x, layer.weight.flatten(1), layer.bias)
             else:
@@ -238,9 +278,16 @@ class SeriesHead(nn.Module):
 def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, seed: int = 0,
              steps: int = STEPS, device: str = "cpu") -> SeriesHead | None:
     """Train a :class:`SeriesHead` on the pairs of :func:`samples` (L1 on ``prior + head``
-    against ``observed``). ``None`` with fewer than :data:`MIN_SAMPLES` pairs."""
+    against ``observed``). ``None`` with fewer than :data:`MIN_SAMPLES` pairs. On one CPU
+    thread (:func:`one_thread`): the same head whatever the thread count."""
     if len(inputs) < MIN_SAMPLES:
         return None
+    with one_thread():
+        return _fit(inputs, prior, observed, seed=seed, steps=steps, device=device)
+
+
+def _fit(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, seed: int,
+         steps: int, device: str) -> SeriesHead:
     torch.manual_seed(seed)
     head = SeriesHead(inputs.shape[1], observed.shape[1])
     x = torch.from_numpy(inputs).to(device)
@@ -260,7 +307,7 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
         out = base + head.forward_patches(x)
         loss = (out - target).abs().mean()
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
         optimiser.step()
     return head.cpu().eval()
 
@@ -279,7 +326,7 @@ def _set_reference(head: SeriesHead, centre: torch.Tensor, *, seed: int) -> None
         head.radius.fill_(float(radius.clamp_min(1e-6)))
 
 
-def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np.ndarray:
+def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> Float32:
     """(C, H, W) float32 ``prior + head(features)``: the residual clipped to the range the
     head was shown (:data:`RANGE_Q`) and weighted by the pixel's familiarity
     (:meth:`SeriesHead.familiarity`); the image edge reflected (a chunk with a halo of
@@ -287,17 +334,18 @@ def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> np
     if head is None:
         return prior.astype(np.float32)
     padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0]
         residual = torch.clamp(residual, head.low[:, None, None], head.high[:, None, None])
         centre = torch.from_numpy(feats.reshape(len(feats), -1).T)
         weight = head.familiarity(centre).reshape(1, *feats.shape[1:])
-    return (prior + (weight * residual).numpy()).astype(np.float32)
+    prediction: Float32 = (prior + (weight * residual).numpy()).astype(np.float32)
+    return prediction
 
 
 def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
                   extra: np.ndarray | None = None, seed: int = 0,
-                  max_samples: int = MAX_SAMPLES, device: str = "cpu") -> np.ndarray:
+                  max_samples: int = MAX_SAMPLES, device: str = "cpu") -> Float32:
     """The whole-array run: (C, H, W) prediction of ``values[target]`` from the other
     dates of a (T, C, H, W) reflectance stack (NaN = unusable), by a head trained on the
     target's usable pixels; ``extra`` as in :func:`features`. NaN where no other date was usable."""
@@ -312,152 +360,3 @@ def adapted_frame(values: np.ndarray, days: np.ndarray, target: int, *,
                          seed=seed)
     head = fit_head(*samples(feats, prior, values[target], picked), seed=seed, device=device)
     return predict(head, feats, prior)
-
-
-# --------------------------------------------------------------------------- dask cubes
-
-
-def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndarray,
-                    cloud_fraction: np.ndarray, *, days: np.ndarray, frame: int,
-                    nodata: int) -> np.ndarray:
-    """DN (T, C, h, w), clear (T, h, w), the network's (C, h, w) and the tile's cloud
-    fractions -> (F + 2 C, h, w): the features, the prior, the target's observed values
-    (NaN where not usable)."""
-    from cloudfree.methods._driver import to_reflectance
-
-    usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
-    values = to_reflectance(reflectance)
-    np.copyto(values, np.float32(np.nan), where=~usable[:, None])
-    frames = feature_frames(cloud_fraction, days, frame)
-    feats, prior = features(values, usable, days, frame, frames, network)
-    return np.concatenate([feats, prior, values[frame]]).astype(np.float32)
-
-
-def _split(stack: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return stack[:-2 * n_bands], stack[-2 * n_bands:-n_bands], stack[-n_bands:]
-
-
-def _samples_block(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_core: np.ndarray,
-                   col_core: np.ndarray, *, n_bands: int, width: int, rate: float, seed: int
-                   ) -> tuple[np.ndarray, ...]:
-    """One halo'd chunk's training pairs over its core, with their global linear index."""
-    feats, prior, observed = _split(stack, n_bands)
-    train = (np.isfinite(observed).all(axis=0) & np.isfinite(prior).all(axis=0)
-             & row_core[:, None] & col_core[None, :])
-    picked = sample_mask(train, rows, cols, rate=rate, seed=seed)
-    r, c = np.nonzero(picked)
-    return (rows[r].astype(np.int64) * width + cols[c], *samples(feats, prior, observed, picked))
-
-
-def _flat(head: SeriesHead | None, size: int) -> np.ndarray:
-    if head is None:
-        return np.full(size, np.nan, np.float32)
-    return torch.cat([t.detach().flatten() for t in head.state_dict().values()]).numpy()
-
-
-def _unflat(params: np.ndarray, n_features: int, n_bands: int) -> SeriesHead | None:
-    if np.isnan(params).all():  # no head (see _flat); inf marks skipped features
-        return None
-    head = SeriesHead(n_features, n_bands)
-    state, start = {}, 0
-    for key, value in head.state_dict().items():
-        state[key] = torch.from_numpy(params[start:start + value.numel()].copy()).view_as(value)
-        start += value.numel()
-    head.load_state_dict(state)
-    return head.eval()
-
-
-def head_size(n_features: int, n_bands: int) -> int:
-    """Length of a :class:`SeriesHead`'s flat parameters (what the training task returns)."""
-    return sum(v.numel() for v in SeriesHead(n_features, n_bands).state_dict().values())
-
-
-def _train_block(parts: Sequence[tuple[np.ndarray, ...]], *, n_features: int, n_bands: int,
-                 seed: int, device: str | None) -> np.ndarray:
-    """All chunks' pairs, in global pixel order (as a whole-array run has them) -> the
-    trained head's flat parameters (NaN: too few pairs, no head)."""
-    index = np.concatenate([p[0] for p in parts])
-    order = np.argsort(index, kind="stable")
-    inputs, prior, observed = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2, 3))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    head = fit_head(inputs, prior, observed, seed=seed, device=device)
-    return _flat(head, head_size(n_features, n_bands))
-
-
-def _apply_block(stack: np.ndarray, params: np.ndarray, *, n_features: int,
-                 n_bands: int) -> np.ndarray:
-    feats, prior, _ = _split(stack, n_bands)
-    return predict(_unflat(params, n_features, n_bands), feats, prior)
-
-
-def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
-                   frame: int, nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
-                   device: str | None = None) -> Any:
-    """(1, C, H, W) float32: the test-time head's prediction of frame ``frame`` of a (T, C,
-    H, W) DN cube from its other dates and ``network`` (C, H, W), trained on the frame's
-    clear pixels (:func:`adapted_frame` on DN cubes).
-
-    Lazy when any input is a dask array (nothing is computed): one task gathers the
-    chunks' training pairs and trains the tile's head; every chunk then applies it with a
-    halo of :data:`HALO_PX` (chunks as given, each at least that wide). The pairs are the
-    same, in the same order, as in a whole-array run, so chunked equals whole up to float
-    error. ``device``: where the head trains (default: CUDA when the worker has it)."""
-    days = np.asarray(days, np.float64)
-    n_bands = reflectance.shape[1]
-    height, width = reflectance.shape[-2:]
-    n_features = (FEATURE_FRAMES + 2) * n_bands
-    block = dict(days=days, frame=frame, nodata=nodata)
-    sample_kw = dict(n_bands=n_bands, width=width, seed=seed,
-                     rate=sample_rate(height, width, max_samples))
-    train_kw = dict(n_features=n_features, n_bands=n_bands, seed=seed, device=device)
-    apply_kw = dict(n_features=n_features, n_bands=n_bands)
-    if not any(hasattr(a, "dask") for a in (reflectance, clear, network)):
-        reflectance = np.asarray(reflectance)
-        clear = np.asarray(clear, bool)
-        fraction = (~usable_block(reflectance, clear, nodata=nodata)).mean(axis=(1, 2))
-        stack = _features_block(reflectance, clear, np.asarray(network, np.float32), fraction,
-                                **block)
-        everything = np.ones(height, bool), np.ones(width, bool)
-        part = _samples_block(stack, np.arange(height), np.arange(width), *everything,
-                              **sample_kw)
-        return _apply_block(stack, _train_block([part], **train_kw), **apply_kw)[None]
-
-    import dask
-    import dask.array as da
-
-    from cloudfree.methods._driver import global_index as _global_index
-    from cloudfree.methods._driver import meta as _meta
-
-    refl = da.asarray(reflectance)
-    spatial = refl.chunks[-2:]
-    clear = da.asarray(clear).astype(bool).rechunk((-1, *spatial))
-    network = da.asarray(network).astype(np.float32).rechunk((-1, *spatial))
-    usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
-                          "tyx", concatenate=True, meta=_meta(3, bool))
-    fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
-    stack = da.blockwise(partial(_features_block, **block), "zyx", refl, "tbyx", clear, "tyx",
-                         network, "byx", fraction, "t", new_axes={"z": n_features + 2 * n_bands},
-                         concatenate=True, meta=_meta(3, np.float32))
-    # a single chunk along an axis has no neighbour to borrow from
-    depth_y, depth_x = (HALO_PX if len(c) > 1 else 0 for c in spatial)
-    stack_h = da.overlap.overlap(stack, depth={0: 0, 1: depth_y, 2: depth_x},
-                                 boundary="none", allow_rechunk=False)
-    rows, row_core = _global_index(spatial[0], depth_y)
-    cols, col_core = _global_index(spatial[1], depth_x)
-    blocks = stack_h.to_delayed(optimize_graph=False)[0]
-    sample = dask.delayed(partial(_samples_block, **sample_kw), pure=True)
-    parts = [sample(blocks[i, j], r, c, rc, cc)
-             for i, (r, rc) in enumerate(zip(rows.to_delayed(optimize_graph=False),
-                                             row_core.to_delayed(optimize_graph=False),
-                                             strict=True))
-             for j, (c, cc) in enumerate(zip(cols.to_delayed(optimize_graph=False),
-                                             col_core.to_delayed(optimize_graph=False),
-                                             strict=True))]
-    trained = dask.delayed(partial(_train_block, **train_kw), pure=True)(parts)
-    params = da.from_delayed(trained, shape=(head_size(n_features, n_bands),),
-                             dtype=np.float32)
-    out = da.blockwise(partial(_apply_block, **apply_kw), "byx", stack_h, "zyx", params, "p",
-                       new_axes={"b": n_bands}, concatenate=True, meta=_meta(3, np.float32))
-    out = da.overlap.trim_internal(out, {0: 0, 1: depth_y, 2: depth_x}, boundary="none")
-    return out[None]

@@ -23,11 +23,16 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from cloudfree.errors import InvalidParameterError
+
+if TYPE_CHECKING:  # torch loads only when a network runs
+    from cloudfree.models.generator import Generator
+    from cloudfree.models.weights import ModelCard
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DEFAULT_TILE_PX = 256
@@ -36,7 +41,7 @@ DEFAULT_TILE_PX = 256
 
 
 @functools.lru_cache(maxsize=4)
-def cached_generator(name: str, device: str) -> tuple[Any, Any]:
+def cached_generator(name: str, device: str) -> tuple[Generator, ModelCard]:
     """``(model, card)`` loaded once per process (so once per Dask worker), in eval mode."""
     from cloudfree.models.weights import load_generator
 
@@ -61,7 +66,7 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-int(n) // multiple) * multiple
 
 
-def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager:
+def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextManager[None]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -78,8 +83,8 @@ def _autocast(device: str, precision: Precision) -> contextlib.AbstractContextMa
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], card: Any,
-             model: Any) -> dict[str, Any]:
+def _prepare(values: NDArray[np.float32], days: NDArray[np.float64], band_names: Sequence[str],
+             card: ModelCard | None, model: Any) -> dict[str, Any]:
     """Batch-of-1 model inputs; the registry's normalisation when a card is given."""
     import torch
 
@@ -96,15 +101,16 @@ def _prepare(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], ca
         if name in model_bands:
             full[:, model_bands.index(name)] = values[:, i]
             present[model_bands.index(name)] = 1
-    clear = np.isfinite(full[:, present > 0]).all(axis=1) if present.any() else \
-        np.zeros((n_dates, height, width), bool)
+    clear: NDArray[np.bool_] = np.asarray(np.isfinite(full[:, present > 0]).all(axis=1)) \
+        if present.any() else np.zeros((n_dates, height, width), bool)
     full = np.where(clear[:, None] & (present[:, None, None] > 0), full, 0).astype(np.float32)
     doy = np.mod(np.asarray(days, np.float64), 365.25).astype(np.float32)
     return {"values": torch.from_numpy(full)[None], "clear": torch.from_numpy(clear)[None].float(),
             "doy": torch.from_numpy(doy)[None], "band_present": torch.from_numpy(present)[None]}
 
 
-def _restore(out: Any, band_names: Sequence[str], card: Any, model: Any) -> np.ndarray:
+def _restore(out: Any, band_names: Sequence[str], card: ModelCard | None,
+             model: Any) -> NDArray[np.float32]:
     if card is not None:
         from cloudfree.models.weights import restore_outputs
 
@@ -150,19 +156,19 @@ def _geometry(model: Any, tile_px: int, halo_px: int | None) -> tuple[int, int, 
 
 
 def fill_series(
-    values: np.ndarray,
-    days: np.ndarray,
+    values: NDArray[Any],
+    days: NDArray[Any],
     band_names: Sequence[str],
     *,
     model: Any = None,
-    card: Any = None,
+    card: ModelCard | None = None,
     model_name: str = "default",
     tile_px: int = DEFAULT_TILE_PX,
     halo_px: int | None = None,
     batch_size: int = 4,
     device: str | None = None,
     precision: Precision = "auto",
-) -> np.ndarray:
+) -> NDArray[np.float32]:
     """Fill every missing value of a (T, C, H, W) reflectance series with the generator.
 
     Args:
@@ -242,13 +248,14 @@ def fill_series(
     return np.where(missing, restored, values).astype(np.float32, copy=False)
 
 
-def network_prediction(values: np.ndarray, days: np.ndarray, band_names: Sequence[str], *,
-                       frame: int, **fill_kw: Any) -> np.ndarray:
+def network_prediction(values: NDArray[Any], days: NDArray[Any], band_names: Sequence[str], *,
+                       frame: int, **fill_kw: Any) -> NDArray[np.float32]:
     """(C, H, W) float32: the pretrained network's prediction of frame ``frame`` made with
     that frame hidden entirely (:func:`fill_series`), so it uses none of its pixels."""
     hidden = np.array(values, np.float32)
     hidden[frame] = np.nan
-    return fill_series(hidden, days, band_names, **fill_kw)[frame]
+    prediction: NDArray[np.float32] = fill_series(hidden, days, band_names, **fill_kw)[frame]
+    return prediction
 
 
 __all__ = ("DEFAULT_TILE_PX", "Precision", "cached_generator", "default_device", "fill_series",

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from cloudfree.errors import InvalidParameterError
 from cloudfree.models.generator import Generator
@@ -58,11 +59,11 @@ class ModelCard:
     name: str
     version: str
     bands: tuple[str, ...]
-    normalisation: dict
+    normalisation: dict[str, Any]
     training_data: str
-    metrics: dict = field(default_factory=dict)
-    architecture: dict = field(default_factory=dict)
-    training: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 
     def to_json(self) -> str:
@@ -116,14 +117,15 @@ def _band_index(band_names: Sequence[str], card: ModelCard) -> list[int]:
     return index
 
 
-def day_of_year(days: np.ndarray) -> np.ndarray:
+def day_of_year(days: NDArray[Any]) -> NDArray[np.float32]:
     """Days since 1970-01-01 -> day of year 1..366."""
     dates = np.datetime64("1970-01-01") + np.floor(np.asarray(days, float)).astype("timedelta64[D]")
     years = dates.astype("datetime64[Y]")
-    return ((dates - years).astype(float) + 1.0).astype(np.float32)
+    doy: NDArray[np.float32] = ((dates - years).astype(float) + 1.0).astype(np.float32)
+    return doy
 
 
-def prepare_inputs(values: np.ndarray, days: np.ndarray, band_names: Sequence[str],
+def prepare_inputs(values: NDArray[Any], days: NDArray[Any], band_names: Sequence[str],
                    card: ModelCard) -> dict[str, torch.Tensor]:
     """(T, C', H, W) reflectance (NaN = unusable) -> batch-of-1 inputs of the generator.
 
@@ -147,7 +149,9 @@ def prepare_inputs(values: np.ndarray, days: np.ndarray, band_names: Sequence[st
             "band_present": torch.from_numpy(present)[None]}
 
 
-def restore_outputs(out: torch.Tensor, band_names: Sequence[str], card: ModelCard) -> np.ndarray:
+def restore_outputs(
+    out: torch.Tensor, band_names: Sequence[str], card: ModelCard
+) -> NDArray[np.float32]:
     """Generator output (1, T, C, H, W) or (T, C, H, W) -> (T, C', H, W) reflectance."""
     array = out.detach().cpu().float().numpy()
     if array.ndim == 5:

@@ -39,7 +39,8 @@ def make_cube(
     )
 
 
-def make_tile(*, size: int = 32, epsg: int = 32633, origin=(500_000.0, 5_000_000.0),
+def make_tile(*, size: int = 32, epsg: int = 32633,
+              origin: tuple[float, float] = (500_000.0, 5_000_000.0),
               resolution_m: float = 10.0) -> Tile:
     """A tile whose top-left corner is ``origin``."""
     x0, y0 = origin
