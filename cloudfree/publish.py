@@ -99,6 +99,7 @@ def build_item(
     start = dt.datetime.combine(window.start, dt.time.min, tzinfo=dt.UTC)
     end = dt.datetime.combine(window.end, dt.time(23, 59, 59), tzinfo=dt.UTC)
     height, width = tile.shape
+    transform = list(tile.transform)
     api = source_api_url.rstrip("/")
     dates = sorted({it["properties"]["datetime"][:10] for it in source_items})
     item_assets: dict[str, Any] = {}
@@ -128,7 +129,7 @@ def build_item(
             entry.update(_provenance_asset(asset.kind, tile.resolution_m))
         if asset.kind != "thumbnail":
             entry["proj:shape"] = [height, width]
-            entry["proj:transform"] = list(tile.transform)
+            entry["proj:transform"] = list(transform)
         item_assets[asset.key] = entry
     links = [
         {
@@ -161,7 +162,7 @@ def build_item(
             "proj:code": f"EPSG:{tile.epsg}",
             "proj:bbox": list(tile.bounds),
             "proj:shape": [height, width],
-            "proj:transform": list(tile.transform),
+            "proj:transform": transform,
             "gsd": tile.resolution_m,
             "processing:level": "L3",
             "processing:facility": "cloudfree",

@@ -183,12 +183,12 @@ def write_tile(
     result: xr.Dataset, tile: Tile, *, base_url: str, fs: Any, params: MosaicParams
 ) -> list[WrittenAsset]:
     """Encode and upload one COG per band, the clear count and an RGB thumbnail."""
-    crs = f"EPSG:{tile.epsg}"
+    crs, transform = f"EPSG:{tile.epsg}", tile.transform
     written: list[WrittenAsset] = []
     for band in params.bands:
         data = cog.write_cog(
             result["reflectance"].sel(band=band).values,
-            transform=tile.transform, crs=crs, nodata=NODATA, scale=SCALE, offset=OFFSET,
+            transform=transform, crs=crs, nodata=NODATA, scale=SCALE, offset=OFFSET,
             band_names=[band], compress=params.compress,
         )
         url = f"{base_url}/{band}.tif"
@@ -202,7 +202,7 @@ def write_tile(
         "fill": (0, "fill method"),
     }
     for name, (nodata, title) in provenance.items():
-        data = cog.write_cog(result[name].values, transform=tile.transform, crs=crs,
+        data = cog.write_cog(result[name].values, transform=transform, crs=crs,
                              nodata=nodata, band_names=[name], compress=params.compress,
                              overview_resampling="nearest")
         url = f"{base_url}/{name}.tif"
