@@ -7,7 +7,7 @@ CLOUDFREE := $(VENV)/bin/cloudfree
 METHOD ?= median
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint services-up services-down clean
+.PHONY: setup demo test test-unit test-integration test-deploy lint services-up services-down clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 	@bash scripts/setup.sh $(VENV)
@@ -20,11 +20,27 @@ demo: setup
 	@$(CLOUDFREE) demo-catalog
 	@$(CLOUDFREE) demo --method $(METHOD)
 
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+
 # mypy reads its file list (cloudfree, flows) and strictness from pyproject.toml [tool.mypy].
+# The whole suite: unit, integration and deploy tests (tests/conftest.py marks them by
+# directory); one kind alone: `make test-unit`, `make test-integration`, `make test-deploy`.
 test: setup
 	@$(VENV)/bin/ruff check cloudfree flows tests bench
 	@$(VENV)/bin/mypy
-	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@$(PYTEST) $(PYTEST_ARGS)
+
+# the library alone: no services are started
+test-unit: setup
+	@$(PYTEST) -m unit $(PYTEST_ARGS)
+
+# against a real local stack of its own (free ports, its own state directory)
+test-integration: setup
+	@$(PYTEST) -m integration $(PYTEST_ARGS)
+
+# the Helm chart, Kustomize, the Dockerfile, the Prefect deployments, checkov
+test-deploy: setup
+	@$(PYTEST) -m deploy $(PYTEST_ARGS)
 
 lint: setup
 	@$(VENV)/bin/ruff check cloudfree flows tests bench

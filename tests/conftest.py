@@ -1,4 +1,22 @@
-"""Shared fixtures. ``stack`` starts a real local stack (its own state dir and ports) per session."""
+"""Shared fixtures, and the suite's kinds.
+
+``stack`` starts a real local stack (its own state dir and ports) per session.
+
+Every test is of one kind, by its directory, and gets that kind's marker here
+(``pytest -m unit``, ``-m integration``, ``-m deploy``):
+
+``tests/unit/``
+    the library alone: no services, nothing listening.
+``tests/integration/``
+    the real local services: the session ``stack`` (directly or through ``demo_scenes``
+    and the modules' fixtures built on it) or a Prefect server.
+``tests/deploy/``
+    what is deployed: the Helm chart, the Kustomize tree, the Dockerfile, the Prefect
+    deployments (rendered offline) and checkov over all of them.
+
+Collection fails for a test outside those directories, and for a test outside
+``tests/integration/`` that needs the stack, so the split cannot rot.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +30,43 @@ from pathlib import Path
 
 import pytest
 
-from cloudfree import localstack as services
 from cloudfree.settings import Settings
+
+TESTS = Path(__file__).resolve().parent
+#: The kinds of test: a directory of ``tests/`` and the marker its tests get.
+KINDS = ("unit", "integration", "deploy")
+#: Fixtures that start real services: only integration tests may use them.
+SERVICE_FIXTURES = ("stack",)
+
+
+def _kind(item: pytest.Item) -> str | None:
+    try:
+        parts = Path(item.path).resolve().relative_to(TESTS).parts
+    except ValueError:  # a test file given from outside tests/
+        return None
+    return parts[0] if len(parts) > 1 and parts[0] in KINDS else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its directory's kind; refuse tests that are of no kind, and
+    tests outside ``tests/integration/`` that need the local stack."""
+    problems = []
+    for item in items:
+        kind = _kind(item)
+        if kind is None:
+            problems.append(f"{item.nodeid}: not in tests/unit/, tests/integration/ or "
+                            "tests/deploy/; put it in the directory of its kind")
+            continue
+        item.add_marker(getattr(pytest.mark, kind))
+        needs = [name for name in SERVICE_FIXTURES if name in item.fixturenames]
+        if needs and kind != "integration":
+            problems.append(
+                f"{item.nodeid}: a {kind} test that needs the local stack (fixture "
+                f"{', '.join(repr(n) for n in needs)}, directly or through another fixture); "
+                "a test that needs real services is an integration test: move it to "
+                "tests/integration/")
+    if problems:
+        raise pytest.UsageError("tests of the wrong kind:\n  " + "\n  ".join(problems))
 
 
 def _port_free(port: int) -> bool:
@@ -82,14 +135,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         state_dir.chmod(0o755)
     else:
         state_dir = tmp_path_factory.mktemp("stack")
+    from cloudfree import localstack as services
+
     settings = free_port_settings(state_dir)
     previous_api_url = os.environ.get("PREFECT_API_URL")
     try:
         services.up(settings)
         os.environ["PREFECT_API_URL"] = settings.prefect_url
-        yield settings
+        # Prefect reads its settings once, when first imported: a test that imported it
+        # before the stack was up (a unit or deploy test, in the same session) would leave
+        # the flows on a temporary server of their own. The stack's server, for the session:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: settings.prefect_url}):
+            try:
+                yield settings
+            finally:
+                _drain_prefect_logs()
     finally:
-        _drain_prefect_logs()
         services.down(settings)
         if previous_api_url is None:
             os.environ.pop("PREFECT_API_URL", None)

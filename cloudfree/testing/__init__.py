@@ -1,19 +1,36 @@
-"""Small seeded test data: cubes and STAC items backed by local GeoTIFFs."""
+"""Builders the tests share, whatever their kind (unit, integration, deploy): small seeded
+cubes, STAC items backed by local GeoTIFFs, tiny generators and their cards, training
+options, and the environment that points ``Settings()`` at a given stack.
+
+Importable without the local stack or the demo world (nothing here imports them), and
+without torch until a model is built.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import rasterio
 import xarray as xr
+from numpy.typing import NDArray
 from rasterio.transform import from_origin
 
 from cloudfree.grid import Tile, transform_bbox
+
+if TYPE_CHECKING:
+    from cloudfree.models.generator import Generator
+    from cloudfree.models.weights import ModelCard
+
+#: Training options that train in seconds on a CPU (``TrainOptions(**TINY_TRAINING)``).
+TINY_TRAINING: dict[str, int] = dict(batch=2, size=32, frames=4, base_channels=4, depth=1,
+                                     heads=2, n_landscapes=1, world_px=48, checkpoint_every=2)
 
 
 def make_cube(
@@ -107,6 +124,73 @@ def make_items(
     return items
 
 
+def reflectance_cube(
+    values: NDArray[np.floating[Any]],
+    days: NDArray[Any],
+    *,
+    bands: Sequence[str] | None = None,
+    clear: NDArray[np.bool_] | None = None,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """A (time, band, y, x) reflectance series as the mosaics see it: uint16 digital numbers
+    (``round((r + 0.1) / 1e-4)``, 0 where NaN) and the (time, y, x) clear mask (default:
+    where every band is finite), on integer pixel coordinates and the dates ``days`` (days
+    since 1970-01-01)."""
+    finite = np.isfinite(values)
+    dn = np.where(finite, np.round((values + 0.1) / 1e-4), 0).astype(np.uint16)
+    time = pd.to_datetime(days, unit="D")
+    height, width = dn.shape[-2:]
+    coords: dict[str, Any] = {"time": time}
+    if bands is not None:
+        coords["band"] = list(bands)
+    coords |= {"y": np.arange(height), "x": np.arange(width)}
+    cube = xr.DataArray(dn, dims=("time", "band", "y", "x"), coords=coords)
+    mask = xr.DataArray(finite.all(axis=1) if clear is None else clear, dims=("time", "y", "x"),
+                        coords={k: coords[k] for k in ("time", "y", "x")})
+    return cube, mask
+
+
+def tiny_generator(
+    bands: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    base_channels: int = 4,
+    depth: int = 1,
+    heads: int = 2,
+    head_std: float | None = None,
+    head_bias_std: float | None = None,
+) -> Generator:
+    """A small seeded :class:`~cloudfree.models.generator.Generator` in eval mode, on
+    ``bands`` (default the model bands). Its head starts at zero (output = the temporal
+    prior); ``head_std`` / ``head_bias_std`` draw random head weights / biases (after the
+    model, from the same seed) so that the spatial network counts too."""
+    import torch
+
+    from cloudfree.models.generator import Generator
+    from cloudfree.models.weights import MODEL_BANDS
+
+    torch.manual_seed(seed)
+    model = Generator(bands=MODEL_BANDS if bands is None else bands,
+                      base_channels=base_channels, depth=depth, heads=heads)
+    with torch.no_grad():
+        if head_std is not None:
+            model.head.weight.normal_(0.0, head_std)
+        if head_bias_std is not None:
+            bias = model.head.bias
+            assert bias is not None  # the head is a convolution with a bias
+            bias.normal_(0.0, head_bias_std)
+    return model.eval()
+
+
+def model_card(name: str = "tiny", version: str = "0", *, training_data: str = "test",
+               **fields: Any) -> ModelCard:
+    """A card for a test model on the model bands with the default normalisation."""
+    from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisation
+
+    return ModelCard(name=name, version=version, bands=MODEL_BANDS,
+                     normalisation=default_normalisation(), training_data=training_data,
+                     **fields)
+
+
 def settings_env(settings: Any) -> dict[str, str]:
     """Environment variables that make ``Settings()`` equal ``settings`` (ports, state
     directory, collections), for code that builds its own settings, like the flows."""
@@ -130,11 +214,26 @@ def settings_env(settings: Any) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def settings_environment(settings: Any) -> Iterator[dict[str, str]]:
+    """:func:`settings_env` set in ``os.environ`` for the block (for the CLI and the flows,
+    which build their own settings); the previous environment is restored after."""
+    env = settings_env(settings)
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def shared_data_dir() -> Path | None:
     """The real Sentinel-2 evaluation cases (``../shared/data`` beside the checkout, or
     ``$CLOUDFREE_SHARED_DATA``), or None when they are not on this machine."""
-    import os
-
     candidates = [os.environ.get("CLOUDFREE_SHARED_DATA"),
                   Path(__file__).resolve().parents[3] / "shared" / "data"]
     for candidate in candidates:

@@ -1,4 +1,5 @@
-"""Offline validation of Kubernetes manifests for the tests.
+"""Offline validation of Kubernetes manifests for the tests, and what they validate: the
+chart rendered offline and the Prefect deployments.
 
 Core resources: kubernetes-validate in strict mode (unknown fields are errors, as with
 ``kubectl apply --validate=strict``). Dask resources: the CRD schemas shipped in the
@@ -21,7 +22,9 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "cloudfree"
+PREFECT_FILE = ROOT / "flows" / "prefect.yaml"
 K8S_VERSIONS = ("1.30", "1.33")
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -151,6 +154,26 @@ def assert_restricted(doc: dict) -> None:
 
 def load_all(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render_chart(values: dict | None = None, *, namespace: str = "cloudfree") -> list[dict]:
+    """The chart's manifests for ``values`` as release ``cf``, rendered offline with Helm's
+    library (helm-python-sdk), in the order of their template paths."""
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values or {}, name="cf", namespace=namespace)
+    return [
+        d
+        for path, text in sorted(manifests.items())
+        if path.endswith(".yaml")
+        for d in load_all(text)
+    ]
+
+
+def prefect_deployments() -> list[dict]:
+    """The deployments of ``flows/prefect.yaml``."""
+    return yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
 
 
 def kubectl() -> str | None:

@@ -10,24 +10,20 @@ import re
 import helm_python as helm
 import pytest
 import yaml
-from k8s_validation import ROOT, assert_restricted, load_all, quantities, validate_all
 
 from cloudfree.storage import DEFAULT_GDAL_ENV
+from tests.deploy.k8s_validation import (
+    CHART,
+    ROOT,
+    assert_restricted,
+    load_all,
+    quantities,
+    validate_all,
+)
+from tests.deploy.k8s_validation import render_chart as render
 
-CHART = ROOT / "charts" / "cloudfree"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 CASES = [pytest.param(None, id="default")] + [pytest.param(p, id=p.stem) for p in CI_VALUES]
-
-
-def render(values: dict | None = None, *, namespace: str = "cloudfree") -> list[dict]:
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values or {}, name="cf", namespace=namespace)
-    return [
-        d
-        for path, text in sorted(manifests.items())
-        if path.endswith(".yaml")
-        for d in load_all(text)
-    ]
 
 
 def _values(path) -> dict:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_validation import (
+
+from cloudfree.cluster import KubeClusterConfig, build_manifests
+from cloudfree.storage import DEFAULT_GDAL_ENV
+from tests.deploy.k8s_validation import (
     ROOT,
     assert_restricted,
     kubectl,
@@ -17,9 +20,6 @@ from k8s_validation import (
     quantities,
     validate_all,
 )
-
-from cloudfree.cluster import KubeClusterConfig, build_manifests
-from cloudfree.storage import DEFAULT_GDAL_ENV
 
 pytestmark = pytest.mark.skipif(kubectl() is None, reason="kubectl (client) not on PATH")
 

@@ -11,13 +11,19 @@ import sys
 import uuid
 from pathlib import Path
 
-import helm_python as helm
 import pytest
 import yaml
-from k8s_validation import ROOT, kubectl, kustomize, load_all
+
+from tests.deploy.k8s_validation import (
+    CHART,
+    ROOT,
+    kubectl,
+    kustomize,
+    prefect_deployments,
+    render_chart,
+)
 
 CHECKOV = Path(sys.prefix) / "tools" / "checkov" / "bin" / "checkov"
-CHART = ROOT / "charts" / "cloudfree"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -34,7 +40,7 @@ def _flow_run_jobs() -> list[dict]:
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     template = json.loads((CHART / "files/prefect-base-job-template.json").read_text())
-    deployments = yaml.safe_load((ROOT / "flows/prefect.yaml").read_text())["deployments"]
+    deployments = prefect_deployments()
 
     async def render(job_variables: dict) -> dict:
         client = PrefectClient(api="http://127.0.0.1:9/api")  # never contacted
@@ -59,11 +65,7 @@ def checkov_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("manifests")
     for values_file in [None, *sorted(CHART.glob("ci/*-values.yaml"))]:
         values = yaml.safe_load(values_file.read_text()) if values_file else {}
-        with helm.Chart.load(CHART) as chart:
-            rendered = chart.render(values, name="cf", namespace="cloudfree")
-        docs = [
-            d for path, text in rendered.items() if path.endswith(".yaml") for d in load_all(text)
-        ]
+        docs = render_chart(values)
         name = values_file.stem if values_file else "default"
         (out / f"chart-{name}.yaml").write_text(yaml.safe_dump_all(docs))
     for target in ("base", "overlays/dev", "overlays/gpu"):

@@ -12,18 +12,15 @@ from cloudfree import cli
 from cloudfree.demo import demo_region
 from cloudfree.grid import parse_date_window
 from cloudfree.storage import s3_filesystem
-from cloudfree.testing import settings_env
+from cloudfree.testing import settings_environment
 from cloudfree.tile import MosaicParams, compute_tile
 
-pytestmark = pytest.mark.services
 TILE_PX = 64
 
 
 @pytest.fixture(scope="module")
 def env(stack):
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in settings_env(stack).items():
-            mp.setenv(key, value)
+    with settings_environment(stack):
         yield stack
 
 

@@ -1,6 +1,7 @@
 """flows/prefect.yaml: `prefect --no-prompt deploy` against the local Prefect server of the
 stack, on a Kubernetes work pool created with the chart's base job template; the flow-run Job
-the worker would submit validates strictly and carries nothing of this machine."""
+the worker would submit validates strictly and carries nothing of this machine. (The
+deployment definitions offline: ``tests/deploy/test_prefect_deploy.py``.)"""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from k8s_validation import ROOT, assert_restricted, validate
 
 from cloudfree.cluster.sizing import deployment_job_variables
+from tests.deploy.k8s_validation import (
+    PREFECT_FILE,
+    ROOT,
+    assert_restricted,
+    prefect_deployments,
+    render_chart,
+    validate,
+)
 
-pytestmark = pytest.mark.services
-
-PREFECT_FILE = ROOT / "flows" / "prefect.yaml"
 TRAIN_FLOW = ROOT / "flows" / "train.py"
 POOL = "cloudfree-k8s"
 # Queue priorities, as README.md ("Run on Kubernetes") creates them: lower runs first.
@@ -29,17 +33,7 @@ QUEUES = {"disaster-response": 1, "regional": 10, "training": 20}
 
 
 def _chart_manifests() -> dict[str, dict]:
-    import helm_python as helm
-
-    with helm.Chart.load(ROOT / "charts" / "cloudfree") as chart:
-        rendered = chart.render({}, name="cf", namespace="cloudfree")
-    return {
-        f"{d['kind']}/{d['metadata']['name']}": d
-        for path, text in rendered.items()
-        if path.endswith(".yaml")
-        for d in yaml.safe_load_all(text)
-        if d
-    }
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in render_chart()}
 
 
 def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -51,10 +45,6 @@ def _prefect(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         text=True,
         timeout=180,
     )
-
-
-def _deployments() -> list[dict]:
-    return yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +80,7 @@ def deployed(stack, tmp_path_factory) -> dict[str, Any]:
         deploy = ["deploy", "--all"]
     else:  # `--all` needs every entrypoint; train's flow comes with a later issue
         deploy = ["deploy"] + [
-            a for d in _deployments() if d["name"] != "train" for a in ("--name", d["name"])
+            a for d in prefect_deployments() if d["name"] != "train" for a in ("--name", d["name"])
         ]
     result = _prefect([*deploy, "--prefect-file", str(PREFECT_FILE.relative_to(ROOT))], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -107,7 +97,7 @@ async def _read(url: str) -> dict[str, Any]:
 
     async with PrefectClient(api=url) as client:
         deployments = {}
-        for d in _deployments():
+        for d in prefect_deployments():
             flow_name = d["entrypoint"].split(":")[1].replace("_", "-")
             try:
                 deployments[d["name"]] = await client.read_deployment_by_name(
@@ -151,13 +141,6 @@ def test_disaster_response_queue_outranks_regional_work(deployed) -> None:
     queues = asyncio.run(_read(deployed["url"]))["queues"]
     assert queues["disaster-response"] < queues["regional"] < queues["training"]
     assert queues["disaster-response"] == min(queues.values())
-
-
-def test_prefect_yaml_sizing_is_the_sizing_function() -> None:
-    for deployment in _deployments():
-        variables = deployment["work_pool"]["job_variables"]
-        sizing = deployment_job_variables(deployment["name"])
-        assert {k: variables[k] for k in sizing} == sizing, deployment["name"]
 
 
 def test_train_deployment(deployed) -> None:

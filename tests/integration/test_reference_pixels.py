@@ -3,7 +3,8 @@
 The reference (``tests/data/reference_pixels.npz``) holds the ``median`` and
 ``interpolate_corrected`` mosaics of two demo tiles, computed from the session's demo
 catalog (2 tiles of 128 px, 8 dates, seed 1) by the pre-redesign ``cloudfree.tile``.
-Rewrite it only on purpose: ``CLOUDFREE_WRITE_REFERENCE=1 pytest tests/test_reference_pixels.py``.
+Rewrite it only on purpose:
+``CLOUDFREE_WRITE_REFERENCE=1 pytest tests/integration/test_reference_pixels.py``.
 
 Floats are not rounded the same way on every CPU, so a reflectance may differ by 1 DN
 where a value sits on a rounding boundary; the count of such pixels is bounded, and the
@@ -16,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REFERENCE = Path(__file__).parent / "data" / "reference_pixels.npz"
+REFERENCE = Path(__file__).parents[1] / "data" / "reference_pixels.npz"
 METHODS = ("median", "interpolate_corrected")
 TILE_PX = 128
 #: At most this share of reflectance values may differ, by at most 1 DN.
 MAX_OFF_BY_ONE = 1e-3
-
-pytestmark = pytest.mark.services
 
 
 def _tiles(scenes):

@@ -24,8 +24,7 @@ from cloudfree import localstack as services
 from cloudfree.errors import ServiceError
 from cloudfree.settings import CREDENTIALS_FILE, Settings
 from cloudfree.storage import check_bucket, s3_filesystem
-
-pytestmark = pytest.mark.services
+from cloudfree.testing import settings_environment
 
 TRANSACTION_CONFORMANCE = "https://api.stacspec.org/v1.0.0/ogcapi-features/extensions/transaction"
 
@@ -241,20 +240,9 @@ def test_port_held_by_a_foreign_process_is_named(stack: Settings, tmp_path: Path
     assert caught.value.service == "stac-api"
 
 
-def test_cli_status_in_process(
-    stack: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    env = {
-        "CLOUDFREE_STATE_DIR": str(stack.state_dir),
-        "CLOUDFREE_PG_PORT": str(stack.pg_port),
-        "CLOUDFREE_STAC_PORT": str(stack.stac_port),
-        "CLOUDFREE_S3_PORT": str(stack.s3_port),
-        "CLOUDFREE_PREFECT_PORT": str(stack.prefect_port),
-        "CLOUDFREE_SEAWEED_PORT_BASE": str(stack.seaweed_port_base),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert cli.main(["services", "status"]) == 0
+def test_cli_status_in_process(stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with settings_environment(stack):
+        assert cli.main(["services", "status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     assert all(" running " in line for line in lines), lines

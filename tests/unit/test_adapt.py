@@ -9,6 +9,7 @@ from cloudfree.masking import dilate
 from cloudfree.methods._head_stage import head_candidate
 from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected
 from cloudfree.models import head as adapt
+from cloudfree.testing import reflectance_cube
 
 
 def two_kinds_of_land(size=64, n_dates=5, seed=0):
@@ -123,23 +124,12 @@ def test_patches_and_convolution_agree():
     np.testing.assert_allclose(pairs.T.reshape(2, 12, 15), image, atol=1e-5)
 
 
-def _cube(values, days):
-    import pandas as pd
-    import xarray as xr
-
-    dn = np.where(np.isfinite(values), np.round((values + 0.1) / 1e-4), 0).astype(np.uint16)
-    clear = np.isfinite(values).all(axis=1)
-    time = pd.to_datetime(days, unit="D")
-    return (xr.DataArray(dn, dims=("time", "band", "y", "x"), coords={"time": time}),
-            xr.DataArray(clear, dims=("time", "y", "x"), coords={"time": time}))
-
-
 @pytest.mark.parametrize("chunk", [17])
 def test_chunked_head_equals_whole(chunk):
     """One head per tile, trained on the same pairs in the same order: the chunked
     prediction equals the whole-array one (max difference under 1e-3 reflectance)."""
     values, _, days, _ = two_kinds_of_land(size=48, seed=5)
-    reflectance, clear = _cube(values, days)
+    reflectance, clear = reflectance_cube(values, days)
     network = np.nan_to_num(values[1])  # any (C, H, W) input will do here
     kw = dict(days=days, frame=2, max_samples=900)  # sampled, not every pixel
     whole = head_candidate(reflectance.values, clear.values, network, **kw)

@@ -88,3 +88,15 @@ def test_the_flows_accept_exactly_the_registry_mosaic_methods():
         jsonschema.validate("interpolate_corrected", method)
         with pytest.raises(jsonschema.ValidationError):  # evaluation only
             jsonschema.validate("generator_no_tta", method)
+
+
+def test_the_shared_test_builders_stand_alone():
+    """``cloudfree.testing`` serves every kind of test: importing it starts or loads no
+    local stack, demo world, Prefect or torch (a model builder imports torch when called)."""
+    script = ("import json, sys, cloudfree.testing\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('torch', 'prefect', 'flows') or m.startswith(('cloudfree.localstack', "
+              "'cloudfree.demo')))))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=PACKAGE.parent.parent)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

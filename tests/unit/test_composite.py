@@ -304,8 +304,18 @@ def test_every_method_lazy_equals_eager(method, params):
                      clear.chunk({"y": 16, "x": 16}), method=method, **kwargs)
     assert all(lazy[name].chunks is not None for name in lazy.data_vars)
     computed = lazy.compute()
+    # median, bap and interpolate do the same per-pixel arithmetic in any chunk: equal.
+    # geomedian iterates a block's pixels together (einsum and sums over the pixels still
+    # iterating, a vertex test on objective differences), so a pixel's last float bits
+    # depend on its block: equal up to one DN, and its weighted mean date up to one day.
+    inexact = {"reflectance", "source_date"} if method == "geomedian" else set()
     for name in ("reflectance", "clear_count", "source_date", "fill"):
-        xr.testing.assert_equal(eager[name], computed[name])
+        if name in inexact:
+            assert eager[name].dims == computed[name].dims, name
+            diff = np.abs(eager[name].values.astype(int) - computed[name].values.astype(int))
+            assert diff.max() <= 1, name
+        else:
+            xr.testing.assert_equal(eager[name], computed[name])
     assert eager["reflectance"].dtype == np.uint16 and eager["clear_count"].dtype == np.uint16
     assert eager["source_date"].dtype == np.uint16 and eager["fill"].dtype == np.uint8
     assert eager["reflectance"].values[:, 0, 0].tolist() == [0, 0, 0]

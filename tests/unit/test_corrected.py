@@ -6,9 +6,7 @@ import json
 import dask
 import dask.array as da
 import numpy as np
-import pandas as pd
 import pytest
-import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +24,7 @@ from cloudfree.methods._driver import aligned_chunks, nearest_frame
 from cloudfree.methods.corrected import record_choice
 from cloudfree.methods.interpolate_corrected import interpolation_candidate
 from cloudfree.methods.interpolate_corrected import mosaic as interpolate_corrected_composite
+from cloudfree.testing import reflectance_cube, tiny_generator
 
 BANDS = ("blue", "green", "red")
 #: Narrow widths for small images: an overlap of 16 px instead of 128.
@@ -51,12 +50,7 @@ def biased_cube(size=96, n_dates=6, seed=0, clouds=5, clear_others=False):
             cy, cx = rng.uniform(0, size, 2)
             radius = rng.uniform(0.05, 0.2) * size
             clear[t] &= (yy - cy) ** 2 + (xx - cx) ** 2 > radius ** 2
-    dn = np.round((truth + 0.1) / 1e-4).astype(np.uint16)
-    time = pd.to_datetime(days, unit="D")
-    coords = {"time": time, "band": list(BANDS), "y": np.arange(size), "x": np.arange(size)}
-    reflectance = xr.DataArray(dn, dims=("time", "band", "y", "x"), coords=coords)
-    clear = xr.DataArray(clear, dims=("time", "y", "x"),
-                         coords={"time": time, "y": coords["y"], "x": coords["x"]})
+    reflectance, clear = reflectance_cube(truth, days, bands=BANDS, clear=clear)
     return reflectance, clear, truth
 
 
@@ -244,14 +238,10 @@ def test_building_the_graph_computes_nothing():
     assert reads
 
     # the generator's mosaic too: no read and no forward pass until computed
-    import torch
-
     from cloudfree.methods.generator import mosaic as generator_composite
-    from cloudfree.models.generator import Generator
 
     reads.clear()
-    torch.manual_seed(0)
-    model = Generator(bands=BANDS, base_channels=4, depth=1, heads=1).eval()
+    model = tiny_generator(BANDS, heads=1)
     forwards = []
     model.register_forward_hook(lambda *args: forwards.append(1))
     out = generator_composite(lazy_refl, lazy_clear, model=model, resources=None, halo_px=4,

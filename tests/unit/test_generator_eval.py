@@ -9,20 +9,15 @@ import torch
 from cloudfree.evaluation import harness as evaluate
 from cloudfree.evaluation.harness import Case, evaluate_cases, resolve_methods
 from cloudfree.methods.generator import fill_target, select_frames
-from cloudfree.models.generator import Generator
-from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR, ModelCard, default_normalisation
-from cloudfree.testing import shared_data_dir
+from cloudfree.models.weights import WEIGHTS_DIR
+from cloudfree.testing import model_card, shared_data_dir, tiny_generator
 
 torch.set_num_threads(2)
 SHIPPED = (WEIGHTS_DIR / "default.pt").exists()
 
 
 def tiny_model():
-    torch.manual_seed(0)
-    model = Generator(bands=MODEL_BANDS, base_channels=4, depth=1, heads=2).eval()
-    card = ModelCard(name="tiny", version="0", bands=MODEL_BANDS,
-                     normalisation=default_normalisation(), training_data="test")
-    return model, card
+    return tiny_generator(), model_card()
 
 
 def small_case(n_bands=3, size=24, n_dates=6, seed=0):

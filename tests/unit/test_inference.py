@@ -16,6 +16,7 @@ from cloudfree.methods import generator as inference
 from cloudfree.methods.generator import generator_composite_array
 from cloudfree.methods.generator import mosaic as generator_composite
 from cloudfree.models.inference import fill_series, network_prediction, tile_windows
+from cloudfree.testing import model_card, reflectance_cube, tiny_generator
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 #: Correction widths for small test images (overlap 16 px instead of 128).
@@ -57,16 +58,8 @@ class StandInGenerator(nn.Module):
 def _random_generator(seed: int = 0):
     """A small seeded random Generator and a card. Its head starts at zero (output = the
     temporal prior); random head weights make the spatial network count too."""
-    from cloudfree.models.generator import Generator
-    from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisation
-
-    torch.manual_seed(seed)
-    model = Generator(bands=MODEL_BANDS, base_channels=8, depth=2, heads=2)
-    nn.init.normal_(model.head.weight, std=0.3)
-    nn.init.normal_(model.head.bias, std=0.1)
-    card = ModelCard(name="random-test", version="0.0.0", bands=MODEL_BANDS,
-                     normalisation=default_normalisation(), training_data="none")
-    return model.eval(), card
+    model = tiny_generator(seed=seed, base_channels=8, depth=2, head_std=0.3, head_bias_std=0.1)
+    return model, model_card("random-test", "0.0.0", training_data="none")
 
 
 @pytest.fixture(scope="module")
@@ -194,21 +187,10 @@ def test_network_prediction_uses_no_pixel_of_the_target(model_and_card):
     assert np.nanmean(rb[:, gaps]) > np.nanmean(ra[:, gaps]) + 0.01
 
 
-def _cube(values, days):
-    dn = np.where(np.isfinite(values), np.round((values + 0.1) / 1e-4), 0).astype(np.uint16)
-    time = pd.to_datetime(days, unit="D")
-    reflectance = xr.DataArray(dn, dims=("time", "band", "y", "x"),
-                               coords={"time": time, "band": list(BANDS),
-                                       "y": np.arange(dn.shape[2]), "x": np.arange(dn.shape[3])})
-    clear = xr.DataArray(np.isfinite(values).all(axis=1), dims=("time", "y", "x"),
-                         coords={"time": time})
-    return reflectance, clear
-
-
 def test_lazy_equals_eager_and_matches_composite_schema(model_and_card):
     model, card = model_and_card
     values, days = _series(n_dates=3, height=110, width=124, seed=3)
-    reflectance, clear = _cube(values, days)
+    reflectance, clear = reflectance_cube(values, days, bands=BANDS)
     # narrow correction widths keep the overlap (and so the image) small
     eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096,
                                 sigmas_px=SMALL_SIGMAS)
@@ -246,7 +228,7 @@ def test_lazy_equals_eager_and_matches_composite_schema(model_and_card):
 def test_gpu_annotation_in_graph(model_and_card):
     model, card = model_and_card
     values, days = _series(n_dates=2, height=32, width=32, seed=4)
-    reflectance, clear = _cube(values, days)
+    reflectance, clear = reflectance_cube(values, days, bands=BANDS)
     out = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}), model=model,
                               card=card, tile_px=16, resources={"GPU": 1})
     layers = out["reflectance"].data.__dask_graph__().layers
@@ -265,7 +247,7 @@ def test_gpu_tasks_land_on_the_gpu_worker(model_and_card):
 
     model, card = model_and_card
     values, days = _series(n_dates=2, height=48, width=48, seed=5)
-    reflectance, clear = _cube(values, days)
+    reflectance, clear = reflectance_cube(values, days, bands=BANDS)
     workers = {"cpu": {"cls": Worker, "options": {"nthreads": 1}},
                "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}}}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
@@ -288,14 +270,10 @@ def test_graph_keys_depend_on_the_input():
     """Two tiles computed on one scheduler must not share task keys (they would get
     each other's results)."""
     import dask.array as da
-    import pandas as pd
-    import xarray as xr
 
     from cloudfree.methods.generator import mosaic as generator_composite
-    from cloudfree.models.generator import Generator
 
-    torch.manual_seed(0)
-    model = Generator(bands=("B02", "B03", "B04"), base_channels=4, depth=1, heads=1).eval()
+    model = tiny_generator(("B02", "B03", "B04"), heads=1)
     rng = np.random.default_rng(0)
 
     def cube(seed):

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from cloudfree.models import (
-    Generator,
-    ModelCard,
     PatchDiscriminator,
     canonical_band,
     load_generator,
@@ -17,17 +15,15 @@ from cloudfree.models import (
     save_generator,
 )
 from cloudfree.models.generator import temporal_prior
-from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR, default_normalisation
+from cloudfree.models.weights import MODEL_BANDS, WEIGHTS_DIR
+from cloudfree.testing import model_card, tiny_generator
 
 torch.set_num_threads(2)
 
 
 def tiny(bands=MODEL_BANDS, seed=0):
-    torch.manual_seed(seed)
-    model = Generator(bands=bands, base_channels=4, depth=1, heads=2)
-    with torch.no_grad():  # the head starts at zero; give it weights so outputs vary
-        model.head.weight.normal_(0, 0.5)
-    return model.eval()
+    # the head starts at zero; give it weights so outputs vary
+    return tiny_generator(bands, seed=seed, head_std=0.5)
 
 
 def inputs(b=1, t=4, c=14, size=16, seed=0):
@@ -87,8 +83,7 @@ def test_discriminator_patch_logits():
 def test_band_names_and_round_trip():
     assert canonical_band("nir08") == "B8A" and canonical_band("swir16") == "B11"
     assert canonical_band("B8A") == "B8A" and canonical_band("NDVI01") == "ndvi"
-    card = ModelCard(name="t", version="0", bands=MODEL_BANDS,
-                     normalisation=default_normalisation(), training_data="test")
+    card = model_card("t")
     rng = np.random.default_rng(0)
     values = rng.uniform(0, 0.5, (3, 2, 8, 8)).astype(np.float32)
     values[1, :, 2, 2] = np.nan
@@ -103,9 +98,7 @@ def test_band_names_and_round_trip():
 
 def test_save_and_load_weights_only(tmp_path):
     model = tiny(seed=3)
-    card = ModelCard(name="tiny", version="9.9", bands=MODEL_BANDS,
-                     normalisation=default_normalisation(), training_data="test",
-                     architecture={"base_channels": 4, "depth": 1, "heads": 2})
+    card = model_card("tiny", "9.9", architecture={"base_channels": 4, "depth": 1, "heads": 2})
     save_generator(model, card, tmp_path)
     torch.load(tmp_path / "tiny.pt", weights_only=True)  # plain tensors only
     loaded, card2 = load_generator("tiny", directory=tmp_path)
@@ -127,10 +120,7 @@ def test_shipped_weights_small_and_loadable():
 
 
 def test_receptive_radius_holds_for_depth_two():
-    torch.manual_seed(1)
-    model = Generator(bands=("B02", "B03"), base_channels=4, depth=2, heads=2).eval()
-    with torch.no_grad():
-        model.head.weight.normal_(0, 0.5)
+    model = tiny_generator(("B02", "B03"), seed=1, depth=2, head_std=0.5)
     values, clear, doy, present = inputs(c=2, size=96, seed=2)
     present[:] = 1
     r, lo = model.receptive_radius_px, model.downsample_factor * 2

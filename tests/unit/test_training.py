@@ -9,13 +9,11 @@ import torch
 from cloudfree import cli
 from cloudfree.errors import InvalidAOIError, InvalidParameterError
 from cloudfree.models import load_generator
+from cloudfree.testing import TINY_TRAINING
 from cloudfree.training import TrainOptions, train
 from cloudfree.training.data import SeriesSampler
 
 torch.set_num_threads(2)
-
-TINY = dict(batch=2, size=32, frames=4, base_channels=4, depth=1, heads=2,
-            n_landscapes=1, world_px=48, checkpoint_every=2)
 
 
 def test_sampler_is_deterministic_per_step():
@@ -27,9 +25,9 @@ def test_sampler_is_deterministic_per_step():
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    full = train(TrainOptions(steps=4, out_dir=str(tmp_path / "full"), **TINY),
+    full = train(TrainOptions(steps=4, out_dir=str(tmp_path / "full"), **TINY_TRAINING),
                  log=lambda *_: None)
-    part = TrainOptions(steps=2, out_dir=str(tmp_path / "part"), **TINY)
+    part = TrainOptions(steps=2, out_dir=str(tmp_path / "part"), **TINY_TRAINING)
     train(part, log=lambda *_: None)
     resumed = train(dataclasses.replace(part, steps=4,
                                         resume=str(tmp_path / "part" / "checkpoint.pt")),
@@ -46,7 +44,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     model, card = load_generator("default", directory=tmp_path / "part")
     assert card.training["steps_done"] == 4
     # the card records what was trained, not where or how it ran
-    assert card.training["depth"] == TINY["depth"] and card.training["device"] == "cpu"
+    assert card.training["depth"] == TINY_TRAINING["depth"] and card.training["device"] == "cpu"
     assert not {"out_dir", "resume", "threads"} & set(card.training)
     assert set(b["config"]) == set(part.record()) and b["config"]["steps"] == 4
 
@@ -60,6 +58,14 @@ def test_cli_trains(tmp_path, capsys):
     assert '"step": 1' in capsys.readouterr().out
     _, card = load_generator("default", directory=tmp_path)
     assert card.training["w_cycle"] == 0.5 and card.training["base_channels"] == 4
+
+
+def test_cli_bad_bbox_exits_2(capsys, tmp_path):
+    assert cli.main(["train", "--data", "stac", "--bbox", "10,5,9,6", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cloudfree: error: invalid area of interest '10,5,9,6'")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
 
 
 def _train_action(dest):
@@ -95,20 +101,6 @@ def test_options_refuse_bad_values():
         TrainOptions(bbox="10,5,9,6")
     assert TrainOptions(bbox="15,46,15.1,46.1").bbox == (15.0, 46.0, 15.1, 46.1)
     assert TrainOptions(bbox=[15, 46, 15.1, 46.1]).bbox == (15.0, 46.0, 15.1, 46.1)
-
-
-def test_prefect_flow_matches_deployment_entrypoint():
-    from pathlib import Path
-
-    import yaml
-    from prefect import Flow
-
-    from flows import train as train_flow
-
-    spec = yaml.safe_load(Path("flows/prefect.yaml").read_text())
-    entry = {d["name"]: d["entrypoint"] for d in spec["deployments"]}["train"]
-    assert entry == "flows/train.py:train"
-    assert isinstance(train_flow.train, Flow) and train_flow.train_task.retries == 0
 
 
 def test_prefect_flow_parameters_are_the_options():

@@ -1,0 +1,1 @@
+"""The test suite, by kind: ``unit/``, ``integration/`` and ``deploy/`` (see ``conftest.py``)."""

@@ -1,0 +1,2 @@
+"""Deployment tests: Helm chart, Kustomize, Dockerfile, Prefect deployments, checkov
+(marker ``deploy``)."""

@@ -1,0 +1,1 @@
+"""Integration tests: the real local stack or a Prefect server (marker ``integration``)."""

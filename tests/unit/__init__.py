@@ -1,0 +1,1 @@
+"""Unit tests: the library alone, no services (marker ``unit``)."""
