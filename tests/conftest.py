@@ -47,9 +47,11 @@ def _kind(item: pytest.Item) -> str | None:
     return parts[0] if len(parts) > 1 and parts[0] in KINDS else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test with its directory's kind; refuse tests that are of no kind, and
-    tests outside ``tests/integration/`` that need the local stack."""
+    tests outside ``tests/integration/`` that need the local stack (of every collected
+    test, before any is deselected)."""
     problems = []
     for item in items:
         kind = _kind(item)
