@@ -51,7 +51,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 COPY --from=wheel /wheels /wheels
 COPY constraints.txt /opt/cloudfree/constraints.txt
 # torch first, from the CPU index when given; then cloudfree with the Kubernetes runtime
-# (the pins of the k8s extra in pyproject.toml; tests/test_docker.py keeps them equal).
+# (the pins of the k8s extra in pyproject.toml; tests/deploy/test_docker.py keeps them equal).
 RUN python -m venv "$VIRTUAL_ENV" \
     && if [ -n "$TORCH_INDEX_URL" ]; then export PIP_INDEX_URL="$TORCH_INDEX_URL"; fi \
     && pip install --no-cache-dir torch==2.13.0 \

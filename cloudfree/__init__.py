@@ -92,7 +92,7 @@ __all__ = [
     "make_cluster",
 ]
 
-# __all__, _EXPORTS and these imports name the same things (tests/test_public_api.py).
+# __all__, _EXPORTS and these imports name the same things (tests/unit/test_public_api.py).
 if TYPE_CHECKING:  # for type checkers
     from cloudfree.cluster import make_cluster
     from cloudfree.cog import write_cog
