@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 from numpy.typing import NDArray
 
-from cloudfree.methods._registry import Use, get_method
+from cloudfree.methods._registry import get_method
 
 #: An evaluation method: ``(series (T, C, H, W) NaN where hidden or cloudy, days since
 #: 1970 (T,), target index, *, band_names=None) -> (C, H, W)`` finite reconstruction.
@@ -84,10 +84,5 @@ def software(name: str, options: Mapping[str, Any]) -> dict[str, str]:
     return dict(_hook(name, "software", {}, options))
 
 
-def fill_names(name: str, use: Use | None = None) -> tuple[str, ...]:
-    """The fill classes method ``name`` can produce."""
-    return get_method(name, use).fill_classes
-
-
-__all__ = ("MethodFn", "compute", "evaluation_function", "fill_names", "hashed_parameters",
+__all__ = ("MethodFn", "compute", "evaluation_function", "hashed_parameters",
            "label", "mosaic", "software")

@@ -60,9 +60,10 @@ class MethodSpec:
 
 
 # The correction reaches kernel_radius(32 px) = 128 px; bap's cloud score saturates at
-# 20 px; the generator adds its network's halo and the head's 1 px (methods/generator.py
-# checks these numbers against the code at import time).
+# 20 px; the generator's reaches add up: the shipped network's 36 px, the head's 1 px, then
+# the correction's. tests/unit/test_boundaries.py derives each number from the code.
 _CORRECTION_PX = 128
+_GENERATOR_PX = 36 + 1 + _CORRECTION_PX
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("median", "per-band median of the clear observations", "median",
@@ -84,11 +85,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("generator",
                "the target date, its gaps filled by the generator network and a head trained "
                "on its own clear pixels, then fitted to them", "generator", targeted=True,
-               learned=True, corrected=True, halo_px=_CORRECTION_PX,
+               learned=True, corrected=True, halo_px=_GENERATOR_PX,
                fill_classes=("nodata", "observed", "generated")),
     MethodSpec("generator_no_tta",
                "the pretrained generator network alone, without test-time training (ablation)",
-               "generator", targeted=True, learned=True, corrected=False, halo_px=0,
+               "generator", targeted=True, learned=True, corrected=False, halo_px=36,
                fill_classes=("observed", "generated"), uses=("evaluation",),
                evaluate_fn="evaluate_no_tta"),
 )}

@@ -100,3 +100,19 @@ def test_the_shared_test_builders_stand_alone():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent.parent)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_declared_halos_are_the_codes_reach():
+    """Each method's declared neighbourhood equals what its code reads at its defaults."""
+    from cloudfree.methods import bap
+    from cloudfree.methods.correction import SIGMAS_PX, kernel_radius
+    from cloudfree.models.head import HALO_PX
+    from cloudfree.models.inference import DEFAULT_TILE_PX, _geometry, cached_generator
+
+    correction = kernel_radius(max(SIGMAS_PX))
+    network = _geometry(cached_generator("default", "cpu")[0], DEFAULT_TILE_PX, None)[2]
+    expected = {"median": 0, "geomedian": 0, "interpolate": 0,
+                "bap": bap.halo_px(dict(bap.DEFAULTS)),
+                "interpolate_corrected": correction,
+                "generator": network + HALO_PX + correction, "generator_no_tta": network}
+    assert {name: spec.halo_px for name, spec in METHODS.items()} == expected
