@@ -1,8 +1,19 @@
-"""Time cubes: stackstac stacks of STAC items as uint16 (time, band, y, x) with nodata."""
+"""Time cubes: stackstac stacks of STAC items as uint16 (time, band, y, x) with nodata, every
+observation re-encoded to one reflectance scale before anything composites it.
+
+Catalogs encode reflectance differently (:mod:`cloudfree.catalogs` decides each item's
+``reflectance = DN * scale + offset``, band by band). The cube brings every item's digital
+numbers to cloudfree's one encoding, :data:`cloudfree.sentinel2.SCALE` and ``OFFSET``
+(1e-4 and -0.1: the L2A encoding since processing baseline 04.00), so a median over a window
+that straddles 2022-01-25 compares like with like. For the usual case (scale 1e-4) this is an
+integer shift of the DNs (+1000 for an item without offset), exact; another scale is
+rescaled in float64 and rounded. SCL is never rescaled, and is always resampled with
+``nearest`` (its values are classes), whatever ``resampling`` the reflectance bands use.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -12,53 +23,28 @@ from rasterio.enums import Resampling
 
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import Tile
-from cloudfree.sentinel2 import NODATA
+from cloudfree.sentinel2 import NODATA, OFFSET, SCALE
 
-__all__ = ["NODATA", "build_cube", "merge_same_day"]
+__all__ = ["NODATA", "build_cube", "merge_same_day", "reencode"]
+
+#: Class bands: never rescaled, always resampled with nearest.
+CLASS_BANDS = frozenset({"scl"})
 
 
-def build_cube(
-    items: Sequence[dict[str, Any]],
-    bands: Sequence[str],
-    *,
-    tile: Tile,
-    chunksize: int = 1024,
-    resampling: Literal["nearest", "bilinear"] = "nearest",
-    gdal_env: dict[str, Any] | None = None,
-) -> xr.DataArray:
-    """Stack ``bands`` of ``items`` onto ``tile``'s grid, lazily.
+def _prepared(items: Sequence[Mapping[str, Any]], bands: Sequence[str]) -> list[dict[str, Any]]:
+    """``items`` decoded and re-keyed by :func:`cloudfree.catalogs.prepare_items` (items
+    already prepared pass through)."""
+    from cloudfree import catalogs
 
-    The result keeps the stored uint16 digital numbers (no rescaling) with 0 as
-    nodata, has centre coordinates, one time step per solar day (scenes of the same
-    day from adjacent tiles are mosaicked first-valid), and is chunked with time
-    whole and space in ``chunksize`` pixels.
+    reflectance = [b for b in bands if b not in CLASS_BANDS]
+    return catalogs.prepare_items([dict(it) for it in items], reflectance,
+                                  scl=any(b in CLASS_BANDS for b in bands))
 
-    Args:
-        items: STAC items as dicts (pystac 1.15 rewrites ``proj:epsg``, which stackstac
-            0.5 reads, so the grid is always passed explicitly).
-        bands: asset keys, e.g. ``["red", "green", "blue", "scl"]``.
-        tile: the output grid: EPSG, bounds and resolution.
-        chunksize: spatial chunk size in pixels.
-        resampling: for assets whose grid differs from the tile's.
-        gdal_env: GDAL options for the reads (S3 endpoint, credentials...).
-    """
-    if not items:
-        raise InvalidParameterError("items", [], "give at least one STAC item to stack")
-    if chunksize <= 0:
-        raise InvalidParameterError("chunksize", chunksize, "give a positive chunk size")
-    missing = sorted({b for b in bands for it in items if b not in it.get("assets", {})})
-    if missing:
-        raise InvalidParameterError(
-            "bands", list(bands), f"assets {missing} are missing from some items; "
-            f"choose among {sorted(items[0].get('assets', {}))}"
-        )
-    env = stackstac.rio_env.LayeredEnv(
-        always=dict(gdal_env or {}),
-        open={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "VSI_CACHE": True},
-        read={"VSI_CACHE": False},
-    )
-    cube = stackstac.stack(
-        list(items),
+
+def _stack(items: list[dict[str, Any]], bands: Sequence[str], tile: Tile, chunksize: int,
+           resampling: str, env: Any) -> xr.DataArray:
+    stacked: xr.DataArray = stackstac.stack(
+        items,
         assets=list(bands),
         epsg=tile.epsg,
         resolution=tile.resolution_m,
@@ -76,10 +62,108 @@ def build_cube(
         # A failed read must fail the task (and be retried), never become silent nodata.
         errors_as_nodata=(),
     )
+    return stacked
+
+
+def build_cube(
+    items: Sequence[Mapping[str, Any]],
+    bands: Sequence[str],
+    *,
+    tile: Tile,
+    chunksize: int = 1024,
+    resampling: Literal["nearest", "bilinear"] = "nearest",
+    gdal_env: dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Stack ``bands`` of ``items`` onto ``tile``'s grid, lazily.
+
+    The result holds uint16 digital numbers in cloudfree's encoding (``DN * SCALE +
+    OFFSET``, see the module docstring) with 0 as nodata, has centre coordinates, one time
+    step per solar day (scenes of the same day from adjacent tiles are mosaicked
+    first-valid), and is chunked with time whole and space in ``chunksize`` pixels. Items
+    in any projection are reprojected onto the tile's grid.
+
+    Args:
+        items: STAC items as dicts, as a catalog returns them or already prepared by
+            :func:`cloudfree.catalogs.prepare_items` (which decides each one's decoding and
+            asset keys; raw items are prepared here with the catalog's own profile).
+        bands: cloudfree band names, e.g. ``["red", "green", "blue", "scl"]``.
+        tile: the output grid: EPSG, bounds and resolution.
+        chunksize: spatial chunk size in pixels.
+        resampling: for reflectance assets whose grid differs from the tile's (SCL: nearest).
+        gdal_env: GDAL options for the reads (S3 endpoint, credentials...).
+    """
+    if not items:
+        raise InvalidParameterError("items", [], "give at least one STAC item to stack")
+    if chunksize <= 0:
+        raise InvalidParameterError("chunksize", chunksize, "give a positive chunk size")
+    prepared = _prepared(items, bands)
+    env = stackstac.rio_env.LayeredEnv(
+        always=dict(gdal_env or {}),
+        open={"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "VSI_CACHE": True},
+        read={"VSI_CACHE": False},
+    )
+    values = [b for b in bands if b not in CLASS_BANDS]
+    classes = [b for b in bands if b in CLASS_BANDS]
+    parts = []
+    if values:
+        parts.append(reencode(_stack(prepared, values, tile, chunksize, resampling, env),
+                              prepared))
+    if classes:
+        parts.append(_stack(prepared, classes, tile, chunksize, "nearest", env))
+    cube = parts[0] if len(parts) == 1 else xr.concat(parts, dim="band")
+    cube = cube.sel(band=list(bands))
     cube = merge_same_day(cube)
     cube = cube.chunk({"time": -1, "band": 1, "y": chunksize, "x": chunksize})
-    cube.attrs.update(nodata=NODATA, epsg=tile.epsg, tile_id=tile.tile_id)
+    cube.attrs.update(nodata=NODATA, epsg=tile.epsg, tile_id=tile.tile_id,
+                      scale=SCALE, offset=OFFSET)
     return cube
+
+
+def _reencode_block(block: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """One (t, b, y, x) block of stored DNs -> cloudfree's encoding, given (t, b) decodings."""
+    out = np.empty(block.shape, np.uint16)
+    for t, b in np.ndindex(block.shape[:2]):
+        dn = block[t, b]
+        s, o = float(scale[t, b]), float(offset[t, b])
+        shift = (o - OFFSET) / SCALE
+        if s == SCALE and abs(shift - round(shift)) < 1e-6:  # exact: an integer shift
+            value = dn.astype(np.int32) + int(round(shift))
+        else:
+            value = np.rint((dn.astype(np.float64) * s + o - OFFSET) / SCALE)
+        encoded = np.clip(value, 1, 65535).astype(np.uint16)
+        out[t, b] = np.where(dn == NODATA, np.uint16(NODATA), encoded)
+    return out
+
+
+def reencode(cube: xr.DataArray, items: Sequence[Mapping[str, Any]]) -> xr.DataArray:
+    """A (time, band, y, x) cube of stored DNs, each time step decoded with its item's
+    decoding (``cloudfree:decoding``, matched by the ``id`` coordinate), re-encoded to
+    ``SCALE``/``OFFSET``. Values below ``OFFSET`` clip to DN 1; nodata stays 0."""
+    from cloudfree.catalogs import decoding_table
+
+    tables = {it["id"]: decoding_table(it) for it in items}
+    ids = [str(i) for i in np.atleast_1d(cube["id"].values)]
+    names = [str(b) for b in cube["band"].values]
+    scale = np.array([[tables[i][b][0] for b in names] for i in ids], np.float64)
+    offset = np.array([[tables[i][b][1] for b in names] for i in ids], np.float64)
+    if np.all(scale == SCALE) and np.all(offset == OFFSET):
+        return cube
+    import dask.array as da
+
+    data = da.asarray(cube.data)
+    t_chunks, b_chunks = data.chunks[:2]
+    t_edges, b_edges = np.cumsum((0, *t_chunks)), np.cumsum((0, *b_chunks))
+
+    def block(x: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        if block_info is None:  # dask always passes it
+            raise ValueError("reencode's block runs inside dask's map_blocks")
+        ti, bi = block_info[None]["chunk-location"][:2]
+        rows = slice(t_edges[ti], t_edges[ti + 1])
+        cols = slice(b_edges[bi], b_edges[bi + 1])
+        return _reencode_block(x, scale[rows, cols], offset[rows, cols])
+
+    out = data.map_blocks(block, dtype=np.uint16, meta=np.empty((0,) * 4, np.uint16))
+    return cube.copy(data=out)
 
 
 def merge_same_day(cube: xr.DataArray) -> xr.DataArray:

@@ -68,6 +68,16 @@ class Tile:
     def bbox_latlon(self) -> Bbox:
         return transform_bbox(self.bounds, self.epsg, 4326)
 
+    def grown(self, halo_px: int) -> Tile:
+        """The same grid, its bounds grown by ``halo_px`` pixels on every side (same id):
+        what a tile reads and computes on, before it crops back to its own bounds."""
+        if halo_px < 0:
+            raise InvalidParameterError("halo_px", halo_px, "give a halo of 0 or more pixels")
+        pad = halo_px * self.resolution_m
+        minx, miny, maxx, maxy = self.bounds
+        return Tile(tile_id=self.tile_id, epsg=self.epsg, resolution_m=self.resolution_m,
+                    bounds=(minx - pad, miny - pad, maxx + pad, maxy + pad))
+
 
 def _check_bbox(bbox: Bbox, original: object) -> Bbox:
     minx, miny, maxx, maxy = bbox

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -113,6 +114,19 @@ class TilePlan:
         return f"{output_root.rstrip('/')}/{self.tile.tile_id}/{self.item_id}/{self.inputs_hash[:12]}"
 
 
+def mask_reach_px(params: MosaicParams) -> int:
+    """How far the clear mask at a pixel looks at the SCL around it: the opening (erosion
+    then dilation, ``2 * opening``) plus the dilation, in whole pixels."""
+    return math.ceil((2 * params.opening_m + params.dilation_m) / params.resolution_m)
+
+
+def halo_px(params: MosaicParams) -> int:
+    """The tile halo: the mask's reach plus the method's declared neighbourhood (the
+    registry's ``halo_px``). A tile reads and computes on its bounds grown by this much,
+    then crops, so two adjacent tiles agree at their shared edge."""
+    return mask_reach_px(params) + get_method(params.method).halo_px
+
+
 def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[str, Any]]:
     """The items whose bbox intersects the tile."""
     box = tile.bbox_latlon()
@@ -148,13 +162,22 @@ def compute_tile(
     *,
     gdal_env: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Build the cube, mask it and run the method; returns computed numpy data (a corrected
-    method's choice of candidate and width in ``attrs["parameters"]``)."""
+    """Build the cube, mask it and run the method on the tile grown by :func:`halo_px`, then
+    crop back to the tile; returns computed numpy data (a corrected method's choice of
+    candidate and width in ``attrs["parameters"]``).
+
+    Everything a pixel depends on lies within the halo (the mask's opening and dilation,
+    the method's neighbourhood), so two adjacent tiles agree at their shared edge; only
+    the per-tile choices of the corrected methods (the correction's candidate and width,
+    the generator's test-time head) are made on the grown tile's pixels and may differ
+    between neighbours."""
     if not items:
         raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
+    halo = halo_px(params)
+    grown = tile.grown(halo)
     cube = build_cube(
-        [dict(item) for item in items], [*params.bands, "scl"], tile=tile, chunksize=params.chunksize,
-        gdal_env=gdal_env,
+        [dict(item) for item in items], [*params.bands, "scl"], tile=grown,
+        chunksize=params.chunksize, gdal_env=gdal_env,
     )
     clear = scl_clear_mask(
         cube.sel(band="scl"),
@@ -167,7 +190,11 @@ def compute_tile(
     reflectance = cube.sel(band=list(params.bands))
     result = methods.mosaic(params.method, reflectance, clear, target_date=params.target_date,
                             **params.method_options())
-    return methods.compute(params.method, result)
+    if halo:
+        result = result.isel(y=slice(halo, -halo), x=slice(halo, -halo))
+    computed = methods.compute(params.method, result)
+    computed.attrs["halo_px"] = halo
+    return computed
 
 
 # --------------------------------------------------------------------------- 3. write

@@ -170,7 +170,6 @@ def build_item(
         "s2:product_type": "S2MSI2A",
         "s2:nodata_pixel_percentage": round(100.0 * (total - valid) / total, 4),
         **{f"s2:{k}_percentage": v for k, v in pct.items()},
-        "earthsearch:boa_offset_applied": True,
         "cloudfree:synthetic": True,
         "cloudfree:demo_params_hash": params_hash,
     }

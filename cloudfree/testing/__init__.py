@@ -103,6 +103,9 @@ def make_items(
                 "proj:epsg": tile.epsg,
                 "proj:shape": [h, w],
                 "proj:transform": list(transform)[:6],
+                # as Earth Search and C1 state it: DN * 1e-4 - 0.1 (baseline >= 04.00)
+                "raster:bands": [{"nodata": 0, "data_type": str(frame.dtype)} | (
+                    {} if name == "scl" else {"scale": 0.0001, "offset": -0.1})],
             }
         items.append({
             "type": "Feature",
@@ -116,6 +119,9 @@ def make_items(
             "properties": {
                 "datetime": f"{day.isoformat()}T10:00:00Z",
                 "proj:epsg": tile.epsg,
+                "platform": "sentinel-2b",
+                "constellation": "sentinel-2",
+                "s2:processing_baseline": "05.10",
                 "eo:cloud_cover": None if cloud_cover is None else cloud_cover[t],
             },
             "assets": assets,

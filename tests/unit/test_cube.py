@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cloudfree.cube import build_cube
-from cloudfree.errors import InvalidParameterError
+from cloudfree.errors import UnknownAssetError
 from cloudfree.testing import make_items, make_tile
 
 
@@ -57,5 +57,5 @@ def test_same_day_scenes_are_merged(tmp_path):
 
 def test_missing_asset_is_named(scenes):
     tile, _, _, items = scenes
-    with pytest.raises(InvalidParameterError, match="nir"):
+    with pytest.raises(UnknownAssetError, match="nir"):
         build_cube(items, ["red", "nir"], tile=tile)
