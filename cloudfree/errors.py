@@ -161,6 +161,69 @@ class KubernetesUnreachableError(CloudFreeError, ConnectionError):
         )
 
 
+class UnknownAssetError(CloudFreeError, LookupError):
+    """A STAC item has no asset for a requested band (or for the SCL)."""
+
+    def __init__(self, item_id: str, band: str, looked_for: str, available: list[str]) -> None:
+        self.item_id = item_id
+        self.band = band
+        self.available = available
+        super().__init__(
+            f"item {item_id!r} has no asset for band {band!r} (looked for {looked_for}); its "
+            f"assets are: {', '.join(sorted(available)) or 'none'}. Drop the band from --bands, "
+            "or pick the catalog's profile with --source."
+        )
+
+
+class UndecodableItemError(CloudFreeError, ValueError):
+    """The reflectance scale/offset of a STAC item's assets cannot be determined."""
+
+    def __init__(self, item_id: str, reason: str) -> None:
+        self.item_id = item_id
+        super().__init__(
+            f"cannot tell how to decode the digital numbers of item {item_id!r}: {reason}. "
+            "Pass --assume-decoding, e.g. 'scale=0.0001,offset=-0.1' (processing baseline "
+            ">= 04.00) or 'scale=0.0001,offset=0' (older, or harmonised)."
+        )
+
+
+class UnsupportedItemError(CloudFreeError, ValueError):
+    """A STAC item is not a Sentinel-2 L2A item (Landsat, HLS, ...)."""
+
+    def __init__(self, item_id: str, kind: str) -> None:
+        self.item_id = item_id
+        self.kind = kind
+        acronym = kind.isupper() and kind[:1] in "AEFHILMNORSX"  # an HLS item
+        article = "an" if acronym or kind[:1].lower() in "aeiou" else "a"
+        super().__init__(
+            f"item {item_id!r} is {article} {kind} item; cloudfree reads Sentinel-2 L2A only; "
+            "no profile handles it. Search a Sentinel-2 L2A collection instead."
+        )
+
+
+class SigningUnavailableError(CloudFreeError, LookupError):
+    """Asset hrefs need signing but the signer cannot be used."""
+
+    def __init__(self, signer: str, reason: str) -> None:
+        self.signer = signer
+        super().__init__(f"cannot sign asset hrefs with signer {signer!r}: {reason}")
+
+
+class BudgetExceededError(CloudFreeError, ValueError):
+    """A run's plan exceeds a configured budget (tiles, scenes per tile, memory per tile);
+    nothing was started."""
+
+    def __init__(self, budget: str, figure: float, limit: float, detail: str) -> None:
+        self.budget = budget
+        self.figure = figure
+        self.limit = limit
+        super().__init__(
+            f"the plan exceeds the budget {budget} ({figure:g} > {limit:g}): {detail}. Or raise "
+            f"the budget: CLOUDFREE_{budget.upper()}={figure:g} (Settings.{budget}); "
+            "'cloudfree plan' shows the figures without starting a run."
+        )
+
+
 # --------------------------------------------------------------------------- warnings
 
 
