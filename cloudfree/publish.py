@@ -47,10 +47,13 @@ def item_id(tile_id: str, window: DateWindow, method: str, version: str = __vers
 
 
 def inputs_hash(source_items: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any]) -> str:
-    """Hash of everything that determines a mosaic: the source items (ids and their
-    ``updated``/``datetime``), the parameters and the software version."""
+    """Hash of everything that determines a mosaic: the source items (ids, their
+    ``updated``/``datetime`` and, for prepared items, how each band was decoded), the
+    parameters and the software version."""
     sources = sorted(
-        (it["id"], it["properties"].get("updated", ""), it["properties"].get("datetime", ""))
+        (it["id"], it["properties"].get("updated", ""), it["properties"].get("datetime", ""),
+         json.dumps([[b.get("band"), b.get("scale"), b.get("offset")] for b in
+                     (it["properties"].get("cloudfree:decoding") or {}).get("bands", [])]))
         for it in source_items
     )
     payload = json.dumps(

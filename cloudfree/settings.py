@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     stac_api_url: str | None = Field(
         default=None, description="STAC API to search and publish to; default: the local one."
     )
+    source_stac_api_url: str | None = Field(
+        default=None,
+        description="STAC API the mosaic flows and 'cloudfree plan' search for source scenes "
+        "(e.g. Earth Search or the Planetary Computer); default: stac_api_url. Mosaics are "
+        "published to stac_api_url either way.",
+    )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint; default: the local SeaweedFS."
     )
@@ -59,6 +65,17 @@ class Settings(BaseSettings):
         description="Dask cluster of the flows: a LocalCluster, or a dask-kubernetes operator "
         "cluster shaped by the CLOUDFREE_DASK_* variables (cloudfree.cluster.KubeClusterConfig).",
     )
+    # Budgets: a mosaic flow builds its plan (cloudfree.plan) first and refuses to start
+    # when the plan exceeds one of these (BudgetExceededError says which and how to raise it).
+    max_tiles: int = Field(default=10000, ge=1,
+                           description="Most tiles one mosaic run may have (CLOUDFREE_MAX_TILES).")
+    max_scenes_per_tile: int = Field(
+        default=500, ge=1,
+        description="Most source scenes one tile may read (CLOUDFREE_MAX_SCENES_PER_TILE).")
+    max_tile_memory_gib: float = Field(
+        default=64.0, gt=0,
+        description="Most estimated memory one tile may need, GiB "
+        "(CLOUDFREE_MAX_TILE_MEMORY_GIB).")
 
     @property
     def stac_url(self) -> str:

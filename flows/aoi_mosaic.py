@@ -6,11 +6,20 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from cloudfree.catalogs import resolve_bands
 from cloudfree.grid import aoi_tile, parse_bbox, parse_date_window, parse_geojson
 from cloudfree.masking import DEFAULT_DILATION_M
+from cloudfree.sentinel2 import DEFAULT_BANDS
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams
-from flows._tasks import MosaicMethod, dask_client, preflight, search_task, tile_task
+from flows._tasks import (
+    MosaicMethod,
+    dask_client,
+    plan_run,
+    preflight,
+    search_task,
+    tile_task,
+)
 
 
 @flow(name="aoi-mosaic", log_prints=True)
@@ -26,6 +35,10 @@ def aoi_mosaic(
     epsg: int | None = None,
     dilation_m: float | None = None,
     force: bool = False,
+    bands: list[str] | None = None,
+    source: str | None = None,
+    assume_decoding: str | None = None,
+    signer: str | None = None,
 ) -> dict[str, Any]:
     """Search, composite and publish one mosaic covering the AOI.
 
@@ -42,17 +55,32 @@ def aoi_mosaic(
         epsg: output CRS (default: the UTM zone of the AOI's centre).
         dilation_m: cloud/shadow mask dilation (default: the library's).
         force: re-make the mosaic even when published with the same inputs.
+        bands: the bands to mosaic (``--bands`` names: cloudfree names, Sentinel-2 ids or
+            common names; default :data:`cloudfree.sentinel2.DEFAULT_BANDS`).
+        source: the catalog profile of the items (default: from each item's collection and
+            hosts), see :data:`cloudfree.catalogs.PROFILES`.
+        assume_decoding: the DN decoding of items whose metadata does not decide it
+            (``"scale=0.0001,offset=-0.1"`` or a preset of :data:`cloudfree.catalogs.PRESETS`).
+        signer: href signer name (default: the profile's, e.g. planetary-computer).
+
+    The run's plan (:func:`cloudfree.plan.build_plan`, as ``cloudfree plan``) is logged
+    first; a plan over the settings' budgets (``max_tiles``, ``max_scenes_per_tile``,
+    ``max_tile_memory_gib``) is refused with :class:`~cloudfree.errors.BudgetExceededError`.
     """
     settings = Settings()
     aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
     window = parse_date_window(datetime)
-    params = MosaicParams(method=method, target_date=target_date, resolution_m=resolution_m,
+    params = MosaicParams(bands=resolve_bands(bands) if bands else DEFAULT_BANDS,
+                          method=method, target_date=target_date, resolution_m=resolution_m,
                           dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
     tile = aoi_tile(aoi, resolution_m=resolution_m, epsg=epsg)
     collection = collection or settings.source_collection
     preflight(settings, bands=params.bands)
     items = search_task(settings, collection=collection, aoi=aoi, window=window,
-                        max_cloud_pct=max_cloud_pct)
+                        max_cloud_pct=max_cloud_pct, bands=params.bands, source=source,
+                        assume=assume_decoding, signer=signer)
+    plan_run(settings, items, params=params, aoi=aoi, window=window, tile_size_px=None,
+             epsg=epsg, source=source, assume=assume_decoding)
     with dask_client(settings):
         outcome = tile_task(settings, items, tile, window, params, collection=collection,
                             force=force)

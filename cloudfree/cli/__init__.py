@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cloudfree.cli import _evaluate, _local, _mosaic, _train
+from cloudfree.cli import _evaluate, _local, _mosaic, _plan, _train
 from cloudfree.errors import CloudFreeError
 
 __all__ = ["build_parser", "main"]
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _local.add_parsers(sub)  # services, demo-catalog
     _mosaic.add_parser(sub)
+    _plan.add_parser(sub)
     _evaluate.add_parser(sub)
     _train.add_parser(sub)
     _local.add_demo_parser(sub)

@@ -7,7 +7,9 @@ import json
 import os
 from typing import Any
 
-from cloudfree.errors import InvalidAOIError
+from cloudfree.catalogs import PRESETS, PROFILES, get_signer, parse_assume, resolve_bands
+from cloudfree.catalogs.signing import signer_names
+from cloudfree.errors import InvalidAOIError, InvalidParameterError
 from cloudfree.methods import get_method, list_methods
 from cloudfree.settings import Settings
 
@@ -40,6 +42,27 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
                         help="re-make tiles already published with the same inputs")
 
 
+def add_catalog_options(parser: argparse.ArgumentParser, *, signer: bool = True) -> None:
+    """``--bands``, ``--source``, ``--assume-decoding`` (and ``--signer``): which bands to
+    read and how the catalog's items are read (:mod:`cloudfree.catalogs`)."""
+    parser.add_argument(
+        "--bands", default=None,
+        help="comma-separated bands: cloudfree names (blue ... swir22), Sentinel-2 ids (B02, "
+             "B8A) or common names (default blue,green,red,nir,swir16,swir22)")
+    parser.add_argument(
+        "--source", default=None, metavar="PROFILE",
+        help=f"the catalog profile ({', '.join(PROFILES)}); default: from each item's "
+             "collection and hosts")
+    parser.add_argument(
+        "--assume-decoding", default=None, metavar="DECODING",
+        help="for items whose DN decoding the metadata does not decide: 'scale=S,offset=O' "
+             f"or a preset ({', '.join(PRESETS)})")
+    if signer:
+        parser.add_argument(
+            "--signer", default=None,
+            help=f"href signer ({', '.join(signer_names())}); default: the profile's")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mosaic", help="make and publish a cloud-free mosaic (runs the flow)")
     aoi = p.add_mutually_exclusive_group()
@@ -59,11 +82,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dilation", type=float, default=None,
                    help="grow SCL cloud and shadow masks by this many metres (default 100)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_catalog_options(p)
     add_method_options(p)
     p.set_defaults(func=run)
 
 
+def check_catalog_options(args: argparse.Namespace) -> None:
+    """Refuse an unknown ``--source``, ``--assume-decoding`` or ``--signer`` before any
+    search or flow starts."""
+    if args.source is not None and args.source.strip().lower() not in PROFILES:
+        raise InvalidParameterError("source", args.source,
+                                    f"not a catalog profile; known: {', '.join(PROFILES)}")
+    if args.assume_decoding is not None:
+        parse_assume(args.assume_decoding)
+    if getattr(args, "signer", None) is not None:
+        get_signer(args.signer)
+
+
 def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    check_catalog_options(args)
     kwargs: dict[str, Any] = {
         "datetime": args.datetime,
         "collection": args.collection,
@@ -74,6 +111,10 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "resolution_m": args.resolution,
         "epsg": args.epsg,
         "force": args.force,
+        "bands": list(resolve_bands(args.bands)) if args.bands else None,
+        "source": args.source,
+        "assume_decoding": args.assume_decoding,
+        "signer": args.signer,
     }
     if args.geojson:
         kwargs["geojson"] = args.geojson
@@ -92,8 +133,8 @@ def _print_outcomes(result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.bbox and not args.geojson:
         raise InvalidAOIError(None, "no area of interest given; pass --bbox or --geojson")
+    kwargs = _flow_kwargs(args)  # bad --bands fail here, before Prefect starts
     use_local_prefect(Settings())
-    kwargs = _flow_kwargs(args)
     result: dict[str, Any]
     if args.tile_size:
         from flows.regional_mosaic import regional_mosaic

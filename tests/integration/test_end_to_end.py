@@ -319,3 +319,35 @@ def test_corrected_mosaic_through_the_demo(published, env, region, method, capsy
 def _read(settings, href):
     with rasterio.Env(**settings.gdal_env()), rasterio.open(href) as src:
         return src.read(1)
+
+
+def _tile_index(tile_id: str) -> tuple[int, int]:
+    *_, ix, iy = tile_id.split("-")
+    return int(ix[1:]), int(iy[1:])
+
+
+def test_no_seams_between_published_tiles(published, env):
+    """Tiles computed on their bounds grown by the halo agree at their shared edges: the
+    share of pixel pairs across a tile edge whose ``clear_count`` differs is no higher than
+    one column (or row) inside a tile (issue: at most 1.2 times; it was 24 % against 3.6 %
+    before tiles had halos)."""
+    counts = {}
+    with rasterio.Env(**env.gdal_env()):
+        for tile in published["tiles"]:
+            with rasterio.open(tile["hrefs"]["clear_count"]) as src:
+                counts[_tile_index(tile["tile_id"])] = src.read(1).astype(int)
+    across, inside = [], []
+    for (ix, iy), count in counts.items():
+        east, south = counts.get((ix + 1, iy)), counts.get((ix, iy - 1))
+        if east is not None:  # the last column of this tile against the first of the next
+            across.append(count[:, -1] != east[:, 0])
+            inside.append(count[:, -2] != count[:, -1])
+        if south is not None:  # y indices grow northwards: iy - 1 lies below
+            across.append(count[-1, :] != south[0, :])
+            inside.append(count[-2, :] != count[-1, :])
+    assert across, "the region has no adjacent tiles"
+    share_across = float(np.mean(np.concatenate(across)))
+    share_inside = float(np.mean(np.concatenate(inside)))
+    print(f"clear_count differs across tile edges: {share_across:.2%}, "
+          f"one column inside: {share_inside:.2%}")
+    assert share_across <= 1.2 * share_inside + 1e-9

@@ -54,7 +54,8 @@ def _action(command, dest):
 
 def test_one_tree_with_every_command():
     (sub,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
-    assert list(sub.choices) == ["services", "demo-catalog", "mosaic", "evaluate", "train", "demo"]
+    assert list(sub.choices) == ["services", "demo-catalog", "mosaic", "plan", "evaluate", "train",
+                                 "demo"]
     for command in sub.choices:
         with pytest.raises(SystemExit) as info:
             cli.main([command, "--help"])
@@ -91,3 +92,41 @@ def test_cli_imports_no_flow_prefect_or_torch():
 def test_evaluate_missing_case(capsys):
     assert cli.main(["evaluate", "missing.npz"]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_mosaic_refuses_unknown_bands_before_any_flow(capsys):
+    code = cli.main(["mosaic", "--bbox", "1,2,3,4", "--datetime", "2024-01-01/2024-02-01",
+                     "--bands", "red,B13"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "invalid bands 'B13'" in err and "red (B04)" in err
+
+
+def test_mosaic_passes_the_catalog_options_to_the_flow():
+    from cloudfree.cli._mosaic import _flow_kwargs
+
+    args = cli.build_parser().parse_args(
+        ["mosaic", "--bbox", "1,2,3,4", "--datetime", "2024-01-01/2024-02-01", "--bands",
+         "B04,nir,b8a,red", "--source", "planetary-computer", "--assume-decoding",
+         "harmonized", "--signer", "none"])
+    kwargs = _flow_kwargs(args)
+    assert kwargs["bands"] == ["red", "nir", "nir08"]
+    assert (kwargs["source"], kwargs["assume_decoding"], kwargs["signer"]) == (
+        "planetary-computer", "harmonized", "none")
+    default = _flow_kwargs(cli.build_parser().parse_args(
+        ["mosaic", "--bbox", "1,2,3,4", "--datetime", "2024-01-01/2024-02-01"]))
+    assert (default["bands"], default["source"], default["signer"]) == (None, None, None)
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--source", "bogus", "invalid source 'bogus': not a catalog profile; known: "),
+    ("--assume-decoding", "offset=1", "invalid --assume-decoding 'offset=1'"),
+    ("--signer", "bogus", "invalid signer 'bogus': known signers: none"),
+])
+def test_mosaic_refuses_bad_catalog_options_before_any_flow(option, value, expected, capsys):
+    code = cli.main(["mosaic", "--bbox", "1,2,3,4", "--datetime", "2024-01-01/2024-02-01",
+                     option, value])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
