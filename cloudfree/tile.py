@@ -127,6 +127,17 @@ def halo_px(params: MosaicParams) -> int:
     return mask_reach_px(params) + get_method(params.method).halo_px
 
 
+def chunk_px(params: MosaicParams, grown: Tile) -> int:
+    """The cube's chunk size on a grown tile: ``params.chunksize``, unless that is under
+    twice the halo (a small tile): then the grown tile in one chunk, up to 1024 px. Each
+    chunk is computed with its method's overlap on every side, so chunks much smaller than
+    that overlap would compute the same pixels many times over."""
+    halo = halo_px(params)
+    if params.chunksize >= 2 * halo:
+        return params.chunksize
+    return max(params.chunksize, min(max(grown.shape), 1024))
+
+
 def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[str, Any]]:
     """The items whose bbox intersects the tile."""
     box = tile.bbox_latlon()
@@ -177,7 +188,7 @@ def compute_tile(
     grown = tile.grown(halo)
     cube = build_cube(
         [dict(item) for item in items], [*params.bands, "scl"], tile=grown,
-        chunksize=params.chunksize, gdal_env=gdal_env,
+        chunksize=chunk_px(params, grown), gdal_env=gdal_env,
     )
     clear = scl_clear_mask(
         cube.sel(band="scl"),
@@ -317,5 +328,6 @@ def mosaic_tile(
                         output_collection=output_collection, output_root=output_root, fs=fs)
 
 
-__all__ = ("MosaicParams", "TileOutcome", "TilePlan", "compute_tile", "items_for_tile",
+__all__ = ("MosaicParams", "TileOutcome", "TilePlan", "chunk_px", "compute_tile", "halo_px",
+           "items_for_tile", "mask_reach_px",
            "mosaic_tile", "plan_tile", "publish_tile", "write_tile")

@@ -59,7 +59,9 @@ HELD_OUT_MASKS = 4
 DEPTH_PX = kernel_radius(max(SIGMAS_PX))
 SELECTION = ("per tile, by self-validation: the cloud masks of the tile's other partly "
              "cloudy dates (5-80 % cloud; else seeded discs) pasted onto the target date's "
-             "clear pixels; the (candidate, sigma) that best predicts them is used")
+             "clear pixels; the (candidate, sigma) that best predicts them is used, unless it beats "
+             "the default (the first candidate, the widest sigma) by less than 5 % of "
+             "squared error")
 
 
 def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float], seed: int,

@@ -105,16 +105,32 @@ def disc_mask(rows: np.ndarray, cols: np.ndarray, disc: tuple[int, int, float]) 
 
 
 
+#: The self-validation keeps the default pair (the first candidate at the widest sigma)
+#: unless another one predicts the held-out pixels with at least this share less squared
+#: error. Near-ties are common (the errors of two widths often differ by 1-2 %), and an
+#: argmin would break them by noise, differently in two adjacent tiles that see nearly the
+#: same pixels: a seam at their edge. Within the margin the default wins everywhere, and a
+#: tile leaves it only when its pixels clearly ask for it (at worst a 5 % larger squared
+#: error than the best pair, about 2.5 % in RMSE).
+CHOICE_MARGIN = 0.05
+
+
 def best_pair(errors: np.ndarray, sigmas: Sequence[float] = SIGMAS_PX) -> tuple[int, float]:
-    """``(candidate index, sigma)`` of the least error in a (candidates, sigmas) table, as
-    the self-validation picks; a candidate whose errors are all 0 (no usable held-out mask) never
-    wins, and with none usable: the first candidate, the widest sigma."""
-    best = (np.inf, 0, float(sigmas[-1]))
-    for index, row in enumerate(np.asarray(errors, np.float64)):
-        i = int(np.argmin(row))
-        if row.any() and row[i] < best[0]:
-            best = (float(row[i]), index, float(sigmas[i]))
-    return best[1], best[2]
+    """``(candidate index, sigma)`` as the self-validation picks from a (candidates, sigmas)
+    table of held-out squared errors: the least error, unless it is within
+    :data:`CHOICE_MARGIN` of the default pair's (the first candidate with any error, the
+    widest sigma). A candidate whose errors are all 0 (no usable held-out mask) never
+    wins; with none usable: the first candidate, the widest sigma."""
+    table = np.asarray(errors, np.float64)
+    usable = [index for index, row in enumerate(table) if row.any()]
+    if not usable:
+        return 0, float(sigmas[-1])
+    default = (usable[0], len(sigmas) - 1)
+    best = min(((index, int(np.argmin(table[index]))) for index in usable),
+               key=lambda pair: table[pair])
+    if table[best] < (1.0 - CHOICE_MARGIN) * table[default]:
+        return best[0], float(sigmas[best[1]])
+    return default[0], float(sigmas[default[1]])
 
 
 def correct(predicted: np.ndarray, observed: np.ndarray, visible: np.ndarray,
@@ -143,6 +159,6 @@ def fill_with_series_median(reconstruction: np.ndarray, series: np.ndarray) -> n
             per_band[band] = np.median(values)
     return np.where(gaps, per_band[:, None, None], reconstruction)
 
-__all__ = ["MIN_PIXELS", "SIGMAS_PX", "TRUNCATE", "best_pair", "correct", "disc_mask",
+__all__ = ["CHOICE_MARGIN", "MIN_PIXELS", "SIGMAS_PX", "TRUNCATE", "best_pair", "correct", "disc_mask",
            "fill_with_series_median", "held_out_errors", "held_out_plan", "kernel_radius",
            "spread"]
