@@ -8,7 +8,8 @@ local GeoTIFFs, cuts the region they cover into grid tiles of ``--tile`` px, and
 every tile with :func:`cloudfree.tile.compute_tile`, once as cloudfree does (each tile on its
 bounds grown by :func:`cloudfree.tile.halo_px`, then cropped) and once with no halo (how
 tiles were computed before). For each, over every pair of pixels across a tile edge and
-every pair one column (or row) inside a tile on either side, it prints the share whose ``clear_count``
+every pair one 20 m SCL pixel inside a tile on either side (a pair that, like one
+across an edge, straddles two SCL pixels), it prints the share whose ``clear_count``
 differs, and the mean absolute red jump in DN. Figures are printed, never asserted.
 """
 
@@ -42,14 +43,18 @@ def _edges(layers: dict[tuple[int, int], np.ndarray]
     across, inside = [], []
     for (x0, y0), a in layers.items():
         east, south = layers.get((x0 + 1, y0)), layers.get((x0, y0 - 1))
-        if east is not None:  # one column inside, on both sides of the edge
+        # Inside: the pair one 20 m SCL pixel in from the edge, on either side. A pair one
+        # 10 m column in lies inside one SCL pixel and never differs by the SCL, while a
+        # pair across an (even) edge always straddles two: comparing those would count
+        # the SCL's own 20 m grid as a seam.
+        if east is not None:
             across.append(np.stack([a[..., :, -1], east[..., :, 0]]))
-            inside.append(np.stack([a[..., :, -2], a[..., :, -1]]))
-            inside.append(np.stack([east[..., :, 0], east[..., :, 1]]))
+            inside.append(np.stack([a[..., :, -3], a[..., :, -2]]))
+            inside.append(np.stack([east[..., :, 1], east[..., :, 2]]))
         if south is not None:
             across.append(np.stack([a[..., -1, :], south[..., 0, :]]))
-            inside.append(np.stack([a[..., -2, :], a[..., -1, :]]))
-            inside.append(np.stack([south[..., 0, :], south[..., 1, :]]))
+            inside.append(np.stack([a[..., -3, :], a[..., -2, :]]))
+            inside.append(np.stack([south[..., 1, :], south[..., 2, :]]))
     return across, inside
 
 

@@ -256,7 +256,7 @@ def decode_item(item: Mapping[str, Any], bands: Sequence[str], *, source: str | 
         UndecodableItemError: no rule decides a band's scale/offset.
         InvalidParameterError: bad ``bands``, ``source`` or ``assume``.
     """
-    wanted = resolve_bands(bands)
+    wanted = resolve_bands(bands) if len(bands) else ()
     profile, why = choose_profile(item, source=source, api_url=api_url)
     assumed = parse_assume(assume) if assume is not None else None
     props = item.get("properties") or {}

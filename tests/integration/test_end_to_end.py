@@ -332,10 +332,10 @@ def test_no_seams_between_published_tiles(published, env, scenes, region):
     single tile (``clear_count``, ``fill`` exactly, reflectance to the DN).
 
     The issue's proxy, the share of pixel pairs across a tile edge whose ``clear_count``
-    differs against the share one column inside, is printed too. On this small region
-    (640 pairs across edges) it is the scene's own structure, not a seam: the single-tile
-    mosaic has the very same pairs, so the test asserts that instead (before tiles had
-    halos: 24 % across against 3.6 % inside, on the demo's default region)."""
+    differs against the share inside, is printed too; on a region this small (384 pairs
+    across edges) it is mostly sampling noise, and the equality with the single tile is
+    the stronger check. ``bench/seams.py`` measures the proxy on a larger demo region, with
+    and without halos."""
     from cloudfree.grid import Tile
 
     epsg, _, _ = region
@@ -362,6 +362,9 @@ def test_no_seams_between_published_tiles(published, env, scenes, region):
     count = joined["clear_count"]
     edges = [c * TILE_PX for c in range(1, len(ixs))]
     across = np.concatenate([count[:, c - 1] != count[:, c] for c in edges])
-    inside = np.concatenate([count[:, c - 2] != count[:, c - 1] for c in edges])
-    print(f"clear_count differs across tile edges: {across.mean():.2%}, one column inside: "
-          f"{inside.mean():.2%} ({across.size} pairs); identical to one single tile")
+    # one 20 m SCL pixel inside, on either side: like a pair across an edge, such a pair
+    # straddles two SCL pixels (a pair one 10 m column in shares one and differs less)
+    inside = np.concatenate([count[:, c + d] != count[:, c + d + 1]
+                             for c in edges for d in (-3, 1)])
+    print(f"clear_count differs across tile edges: {across.mean():.2%}, one SCL pixel "
+          f"inside: {inside.mean():.2%} ({across.size} pairs); identical to one single tile")
