@@ -138,9 +138,11 @@ def chunk_px(params: MosaicParams, grown: Tile) -> int:
     return max(params.chunksize, min(max(grown.shape), 1024))
 
 
-def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[str, Any]]:
-    """The items whose bbox intersects the tile."""
-    box = tile.bbox_latlon()
+def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile, *, halo: int = 0
+                   ) -> list[dict[str, Any]]:
+    """The items whose bbox intersects the tile grown by ``halo`` pixels (a tile's sources
+    are every scene its halo reads, or its edge would not see what its neighbour sees)."""
+    box = tile.grown(halo).bbox_latlon()
     return [dict(it) for it in items if bbox_intersects(tuple(it["bbox"]), box)]
 
 
@@ -150,7 +152,7 @@ def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile) -> list[dict[
 def plan_tile(items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow,
               params: MosaicParams) -> TilePlan:
     """The tile's sources, item id and inputs hash (pure: reads nothing)."""
-    sources = items_for_tile(items, tile)
+    sources = items_for_tile(items, tile, halo=halo_px(params))
     if params.target_date is None and get_method(params.method).targeted:
         middle = window.start + (window.end - window.start) / 2
         params = dataclasses.replace(params, target_date=middle.isoformat())

@@ -11,7 +11,7 @@ from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window, parse_geoj
 from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.sentinel2 import DEFAULT_BANDS
 from cloudfree.settings import Settings
-from cloudfree.tile import MosaicParams, items_for_tile
+from cloudfree.tile import MosaicParams, halo_px, items_for_tile
 from flows._tasks import (
     MosaicMethod,
     dask_client,
@@ -68,7 +68,8 @@ def regional_mosaic(
     logger = get_run_logger()
     with dask_client(settings):
         futures = [
-            tile_task.submit(settings, items_for_tile(items, tile), tile, window, params,
+            tile_task.submit(settings, items_for_tile(items, tile, halo=halo_px(params)), tile,
+                             window, params,
                              collection=collection, force=force)
             for tile in tiles
         ]

@@ -392,9 +392,10 @@ def build_plan(
             candidates = grid_tiles(area, resolution_m=params.resolution_m, epsg=crs,
                                     tile_size_px=tile_size_px or DEFAULT_TILE_SIZE_PX)
         for tile in candidates:
-            scenes = items_for_tile(kept, tile)
-            if scenes and tile.tile_id not in tiles:
-                tiles[tile.tile_id] = _estimate(tile, scenes, index, params)
+            if not items_for_tile(kept, tile) or tile.tile_id in tiles:
+                continue  # no scene over the tile itself, or listed already
+            scenes = items_for_tile(kept, tile, halo=halo_px(params))  # what the halo reads
+            tiles[tile.tile_id] = _estimate(tile, scenes, index, params)
     used = {s for t in tiles.values() for s in t.scenes}
     return Plan(
         origin=origin, window=None if window is None else window.stac, params=params,
