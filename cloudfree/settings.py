@@ -10,6 +10,10 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CREDENTIALS_FILE = "s3-credentials.json"
+#: Read-only S3 identity for downstream readers (GET and LIST, no PUT), made by services up.
+READONLY_CREDENTIALS_FILE = "s3-readonly-credentials.json"
+#: Bearer token of the local writer STAC API, made by services up (mode 0600).
+STAC_TOKEN_FILE = "stac-write-token"
 
 
 class Settings(BaseSettings):
@@ -35,7 +39,8 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, description="Prefect API server port.")
 
     stac_api_url: str | None = Field(
-        default=None, description="STAC API to search and publish to; default: the local one."
+        default=None, description="STAC API to search and read (Transactions off: readers' "
+        "URL); default: the local readers' API. Mosaics are published to stac_write_url."
     )
     source_stac_api_url: str | None = Field(
         default=None,
@@ -77,9 +82,71 @@ class Settings(BaseSettings):
         description="Most estimated memory one tile may need, GiB "
         "(CLOUDFREE_MAX_TILE_MEMORY_GIB).")
 
+    # --- the publisher's authenticated path (issue 13) ---
+    stac_write_port: int = Field(
+        default=8083,
+        description="Port of the local writer STAC API (Transactions on, behind a token).")
+    stac_write_url: str | None = Field(
+        default=None,
+        description="STAC API the mosaic flows publish to (Transactions, authenticated); "
+        "default: the local writer API. Readers use stac_api_url, which has no Transactions.")
+    stac_write_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CLOUDFREE_STAC_WRITE_TOKEN"),
+        description="Bearer token of the writer STAC API; default: the file "
+        "'cloudfree services up' generated under state_dir (mode 0600).")
+    # --- bounded work and budgets (issue 13) ---
+    max_pixels_per_tile: int = Field(
+        default=16384 * 16384, ge=1,
+        description="Most output pixels one tile may have (CLOUDFREE_MAX_PIXELS_PER_TILE).")
+    max_tiles_in_flight: int = Field(
+        default=4, ge=1,
+        description="Most tiles a regional run computes at once (CLOUDFREE_MAX_TILES_IN_FLIGHT).")
+    max_search_items: int = Field(
+        default=20000, ge=1,
+        description="Most scenes one search may return; more fails clearly, never truncates "
+        "(CLOUDFREE_MAX_SEARCH_ITEMS).")
+    # --- faults (issue 13) ---
+    read_failure_policy: Literal["fail", "drop"] = Field(
+        default="drop",
+        description="A source read that still fails after retries: 'fail' the tile, or "
+        "'drop' the scene and record it in the item (CLOUDFREE_READ_FAILURE_POLICY).")
+    http_retries: int = Field(
+        default=4, ge=0,
+        description="Retries of STAC API and S3 requests on 5xx, 429 and timeouts "
+        "(CLOUDFREE_HTTP_RETRIES).")
+    http_backoff_s: float = Field(
+        default=0.5, ge=0,
+        description="First retry delay, doubled each retry, s (Retry-After wins when given).")
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0,
+        description="Longest Retry-After honoured, s; a longer one fails the request.")
+    gdal_http_timeout_s: int = Field(
+        default=30, ge=1, description="GDAL_HTTP_TIMEOUT of source and output reads, s.")
+    task_timeout_s: float = Field(
+        default=3600.0, gt=0,
+        description="Longest one tile may run before it is failed (CLOUDFREE_TASK_TIMEOUT_S).")
+
     @property
     def stac_url(self) -> str:
         return self.stac_api_url or f"http://{self.host}:{self.stac_port}"
+
+    @property
+    def stac_publish_url(self) -> str:
+        """Where mosaics are published: the writer API (Transactions behind a bearer
+        token), ``stac_write_url`` or the local writer. Readers use :attr:`stac_url`."""
+        return self.stac_write_url or f"http://{self.host}:{self.stac_write_port}"
+
+    def stac_token(self) -> str | None:
+        """The writer API's bearer token: ``CLOUDFREE_STAC_WRITE_TOKEN``, else the file
+        ``cloudfree services up`` generated under ``state_dir`` (mode 0600), else ``None``
+        (an API that needs no token)."""
+        if self.stac_write_token is not None:
+            return self.stac_write_token.get_secret_value() or None
+        path = self.state_dir / STAC_TOKEN_FILE
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     @property
     def s3_url(self) -> str:
@@ -111,13 +178,16 @@ class Settings(BaseSettings):
 
     def storage_options(self) -> dict[str, Any]:
         """s3fs keyword arguments for the configured endpoint."""
+        from cloudfree.storage import s3_config_kwargs
+
         key, secret = self.s3_credentials()
         return {
             "key": key,
             "secret": secret,
             "client_kwargs": {"endpoint_url": self.s3_url, "region_name": "us-east-1"},
-            # fail in seconds, not minutes, when the endpoint is down
-            "config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 3}},
+            # retries on 5xx/throttling/timeouts, connect and read timeouts
+            "config_kwargs": s3_config_kwargs(retries=self.http_retries,
+                                              read_timeout_s=float(self.gdal_http_timeout_s)),
         }
 
     def gdal_env(self) -> dict[str, Any]:
@@ -125,4 +195,6 @@ class Settings(BaseSettings):
         from cloudfree.storage import gdal_s3_env
 
         key, secret = self.s3_credentials()
-        return gdal_s3_env(self.s3_url, key, secret)
+        return gdal_s3_env(self.s3_url, key, secret, timeout_s=self.gdal_http_timeout_s,
+                           retries=self.http_retries,
+                           retry_delay_s=max(self.http_backoff_s, 0.1))

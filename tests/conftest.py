@@ -84,12 +84,12 @@ def _port_free(port: int) -> bool:
 def free_port_settings(state_dir: Path, **overrides: object) -> Settings:
     """Settings on a block of free ports, away from the defaults and from other test sessions.
 
-    SeaweedFS takes ``base .. base+7`` and ``base+10007``; the others take ``base+8 .. base+11``.
+    SeaweedFS takes ``base .. base+7`` and ``base+10007``; the others take ``base+8 .. base+12``.
     """
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(20000, 29900)
-        ports = [*range(base, base + 12), base + 10007]
+        ports = [*range(base, base + 13), base + 10007]
         if all(_port_free(p) for p in ports):
             values: dict[str, object] = {
                 "state_dir": state_dir,
@@ -98,16 +98,19 @@ def free_port_settings(state_dir: Path, **overrides: object) -> Settings:
                 "stac_port": base + 9,
                 "s3_port": base + 10,
                 "prefect_port": base + 11,
+                "stac_write_port": base + 12,
                 # A test session never uses the developer's own S3 keys or Prefect server.
                 "CLOUDFREE_S3_ACCESS_KEY_ID": None,  # by alias: the field names are ignored
                 "CLOUDFREE_S3_SECRET_ACCESS_KEY": None,
+                "CLOUDFREE_STAC_WRITE_TOKEN": None,  # the stack's own, from its state dir
                 "prefect_api_url": None,
                 "stac_api_url": None,
+                "stac_write_url": None,
                 "s3_endpoint_url": None,
             }
             values.update(overrides)
             return Settings(**values)
-    raise RuntimeError("no block of 12 free ports found between 20000 and 40007")
+    raise RuntimeError("no block of 13 free ports found between 20000 and 40007")
 
 
 @pytest.fixture(name="free_port_settings")
@@ -129,7 +132,9 @@ def _drain_prefect_logs() -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A running local stack (Postgres/pgstac, STAC API, S3, Prefect) for the whole session."""
+    """A running local stack (Postgres/pgstac, the readers' and the writer's STAC API, S3,
+    Prefect) for the whole session. Write to ``stack.stac_publish_url`` with
+    ``token=stack.stac_token()``; ``stack.stac_url`` is read-only."""
     cleanup: Path | None = None
     if os.geteuid() == 0:
         # As root, Postgres runs as the 'postgres' user, which cannot enter pytest's 0700 basetemp.
@@ -174,7 +179,8 @@ def demo_scenes(stack: Settings) -> list[dict]:
     from cloudfree.demo import build_demo_catalog
 
     build_demo_catalog(
-        stac_api_url=stack.stac_url, storage_options=stack.storage_options(), bucket=stack.bucket,
+        stac_api_url=stack.stac_publish_url, stac_token=stack.stac_token(),
+        storage_options=stack.storage_options(), bucket=stack.bucket,
         collection_id=stack.source_collection, n_tiles=2, n_dates=8, size_px=128, seed=1,
     )
     return list(Client.open(stack.stac_url).search(

@@ -44,11 +44,15 @@ def run_services(args: argparse.Namespace) -> int:
 
 
 def run_demo_catalog(args: argparse.Namespace) -> int:
+    from cloudfree._stac_api import configure
     from cloudfree.demo.catalog import build_demo_catalog
 
     settings = Settings()
+    configure(retries=settings.http_retries, backoff_s=settings.http_backoff_s,
+              max_retry_after_s=settings.max_retry_after_s)
     ids = build_demo_catalog(
-        stac_api_url=settings.stac_url,
+        stac_api_url=settings.stac_publish_url,
+        stac_token=settings.stac_token(),
         storage_options=settings.storage_options(),
         bucket=settings.bucket,
         collection_id=settings.source_collection,

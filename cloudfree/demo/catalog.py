@@ -38,6 +38,7 @@ def _existing_items(api_url: str, collection_id: str) -> dict[str, dict[str, Any
 def build_demo_catalog(
     *,
     stac_api_url: str,
+    stac_token: str | None = None,
     storage_options: dict[str, Any],
     bucket: str,
     collection_id: str = "sentinel-2-l2a",
@@ -50,6 +51,9 @@ def build_demo_catalog(
 ) -> list[str]:
     """Write the synthetic demo collection: COGs to ``s3://{bucket}/{collection_id}/``,
     then the collection and its items to the STAC API. Returns the item ids.
+
+    ``stac_api_url`` is an API that takes writes (the local stack's writer,
+    ``Settings.stac_publish_url``), with its bearer token ``stac_token``.
 
     Idempotent: when the collection already holds every item generated with the same
     parameters (hash in the collection and the items) and every COG exists, nothing is
@@ -110,10 +114,12 @@ def build_demo_catalog(
     upsert_collection(
         api_url,
         build_collection(collection_id, items, parameters=parameters, params_hash=params_hash),
+        token=stac_token,
     )
-    upsert_items(api_url, collection_id, items)
+    upsert_items(api_url, collection_id, items, token=stac_token)
     if collection and "cloudfree:demo" in collection:  # only ever prune our own demo
-        _prune(api_url, collection_id, existing=existing, items=items, fs=fs, bucket=bucket)
+        _prune(api_url, collection_id, existing=existing, items=items, fs=fs, bucket=bucket,
+               token=stac_token)
     return ids
 
 
@@ -125,11 +131,12 @@ def _prune(
     items: list[dict[str, Any]],
     fs: Any,
     bucket: str,
+    token: str | None,
 ) -> None:
     """Delete the ``existing`` items that are not among ``items``, then their COGs."""
     stale = sorted(set(existing) - {it["id"] for it in items})
     for stale_id in stale:  # items first: no item may point at a deleted file
-        delete_item(api_url, collection_id, stale_id)
+        delete_item(api_url, collection_id, stale_id, token=token)
     kept = {a["href"] for it in items for a in it["assets"].values()}
     orphans = [
         a["href"].removeprefix("s3://")

@@ -163,7 +163,7 @@ def _bootstrap_database(settings: Settings, echo: Echo) -> None:
         if migrate.returncode != 0:
             raise ServiceError("postgres", f"pypgstac migrate failed; read {log}")
         echo(
-            f"{'pgstac':<9} migrated {current or 'empty'} -> {wanted} in {time.monotonic() - start:4.1f}s"
+            f"{'pgstac':<11} migrated {current or 'empty'} -> {wanted} in {time.monotonic() - start:4.1f}s"
         )
 
     password = _secret_from_file(_root(settings) / PASSWORD_FILE, lambda: secrets.token_urlsafe(24))

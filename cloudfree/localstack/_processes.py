@@ -24,7 +24,9 @@ from cloudfree.errors import ServiceError
 from cloudfree.settings import Settings
 
 # Seconds to wait for each service to answer; Prefect migrates its SQLite database on first start.
-START_TIMEOUT_S = {"postgres": 60.0, "stac-api": 60.0, "s3": 60.0, "prefect": 180.0}
+START_TIMEOUT_S = {
+    "postgres": 60.0, "stac-api": 60.0, "stac-writer": 60.0, "s3": 60.0, "prefect": 180.0,
+}
 STOP_TIMEOUT_S = 15.0
 Echo = Callable[[str], None]
 # Processes this interpreter started; kept so they can be reaped (no zombies, no ResourceWarning).
@@ -114,7 +116,10 @@ def _bin(name: str) -> str:
 
 def _child_env(**extra: str) -> dict[str, str]:
     """The environment minus credentials the child does not need, plus ``extra``."""
-    drop = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "PREFECT_API_URL")
+    drop = (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "PREFECT_API_URL",
+        "STAC_WRITE_TOKEN", "CLOUDFREE_STAC_WRITE_TOKEN",
+    )  # fmt: skip
     env = {
         k: v for k, v in os.environ.items() if k not in drop and not k.startswith("CLOUDFREE_S3_")
     }

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from cloudfree.errors import ServiceError
 from cloudfree.localstack._postgres import (
     API_ROLE,
@@ -36,13 +38,21 @@ from cloudfree.localstack._processes import (
     _read_pid,
     _reap,
     _root,
+    _secret_from_file,
     _spawn,
     _terminate,
     _wait_ready,
 )
-from cloudfree.settings import CREDENTIALS_FILE, Settings
+from cloudfree.settings import (
+    CREDENTIALS_FILE,
+    READONLY_CREDENTIALS_FILE,
+    STAC_TOKEN_FILE,
+    Settings,
+)
 
 RUNNING_GRACE_S = 10.0  # how long an already running service may take to answer
+#: SeaweedFS's identities besides the read/write one from its environment: the read-only one.
+S3_CONFIG_FILE = "s3-identities.json"
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class ServiceStatus:
     def __str__(self) -> str:
         state = "running" if self.running else "stopped"
         pid = str(self.pid) if self.pid else "-"
-        line = f"{self.name:<9} {state:<8} pid {pid:<8} {self.url}"
+        line = f"{self.name:<11} {state:<8} pid {pid:<8} {self.url}"
         return f"{line}  ({self.detail})" if self.detail else line
 
 
@@ -99,6 +109,12 @@ def _services(settings: Settings) -> list[_Service]:
             ((settings.stac_port, "CLOUDFREE_STAC_PORT"),),
             "stac_fastapi.pgstac.app",
             f"http://{host}:{settings.stac_port}",
+        ),
+        _Service(
+            "stac-writer",
+            ((settings.stac_write_port, "CLOUDFREE_STAC_WRITE_PORT"),),
+            "cloudfree.stac_writer",
+            f"http://{host}:{settings.stac_write_port}",
         ),
         _Service(
             "s3",
@@ -154,11 +170,11 @@ def _run_daemon(
     pid = _service_pid(settings, svc)
     if pid is not None and _is_ours(pid, svc.marker):
         _check_running(settings, svc, ready, pid)
-        echo(f"{svc.name:<9} already running (pid {pid})  {svc.url}")
+        echo(f"{svc.name:<11} already running (pid {pid})  {svc.url}")
         return
     pid = _spawn(settings, svc.name, argv, env)
     _wait_ready(settings, svc.name, ready, pid)
-    echo(f"{svc.name:<9} started in {time.monotonic() - start:4.1f}s (pid {pid})  {svc.url}")
+    echo(f"{svc.name:<11} started in {time.monotonic() - start:4.1f}s (pid {pid})  {svc.url}")
 
 
 def _s3_credentials(settings: Settings) -> tuple[str, str]:
@@ -171,6 +187,41 @@ def _s3_credentials(settings: Settings) -> tuple[str, str]:
         }
         _private_file(path, json.dumps(creds))
     return settings.s3_credentials()
+
+
+def readonly_s3_credentials(settings: Settings) -> tuple[str, str]:
+    """The read-only S3 identity of downstream readers (GET and LIST on the bucket, no PUT or
+    DELETE): access key and secret, from ``state_dir/s3-readonly-credentials.json`` (mode
+    0600), created on first use; SeaweedFS learns it at its next start."""
+    path = _root(settings) / READONLY_CREDENTIALS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        creds = {
+            "access_key_id": "CFRO" + secrets.token_hex(8).upper(),
+            "secret_access_key": secrets.token_urlsafe(30),
+        }
+        _private_file(path, json.dumps(creds))
+    creds = json.loads(path.read_text())
+    return str(creds["access_key_id"]), str(creds["secret_access_key"])
+
+
+def _write_s3_config(settings: Settings) -> Path:
+    """SeaweedFS's ``-s3.config``: the read-only identity, limited to the bucket. The
+    read/write identity stays in weed's environment; weed merges the two."""
+    key, secret = readonly_s3_credentials(settings)
+    config = {
+        "identities": [
+            {
+                "name": "cloudfree-readonly",
+                "credentials": [{"accessKey": key, "secretKey": secret}],
+                "actions": [f"Read:{settings.bucket}", f"List:{settings.bucket}"],
+            }
+        ]
+    }
+    path = _root(settings) / S3_CONFIG_FILE
+    path.unlink(missing_ok=True)  # rewritten on every start: the bucket may have changed
+    _private_file(path, json.dumps(config, indent=2))
+    return path
 
 
 def _s3_ready(settings: Settings, key: str, secret: str) -> Callable[[], bool]:
@@ -216,6 +267,7 @@ def _up_s3(settings: Settings, svc: _Service, echo: Echo) -> None:
         "-s3.port.lance=0",
         "-master.telemetry=false",
         "-volume.preStopSeconds=0",  # stop in 1 s instead of 2; nothing else depends on it
+        f"-s3.config={_write_s3_config(settings)}",  # a path: no secret on the command line
     ]
     (_root(settings) / "s3").mkdir(exist_ok=True)
     # weed reads the credentials from its environment, never from the command line (ps shows it).
@@ -240,11 +292,14 @@ def _up_prefect(settings: Settings, svc: _Service, echo: Echo) -> None:
     _run_daemon(settings, svc, argv, env, lambda: _http_ok(f"{svc.url}/health"), echo)
 
 
-def _up_stac_api(settings: Settings, svc: _Service, echo: Echo) -> None:
+def _up_stac(
+    settings: Settings, svc: _Service, echo: Echo, *, app: str, port: int, **extra: str
+) -> None:
+    """A stac-fastapi-pgstac process on the local pgstac: uvicorn serving ``app``."""
     password = (_root(settings) / PASSWORD_FILE).read_text().strip()
     argv = [
-        sys.executable, "-m", "uvicorn", "stac_fastapi.pgstac.app:create_app", "--factory",
-        "--host", settings.host, "--port", str(settings.stac_port),
+        sys.executable, "-m", "uvicorn", app, "--factory", "--host", settings.host,
+        "--port", str(port),
     ]  # fmt: skip
     # Names read by stac_fastapi.pgstac.config (PostgresSettings and Settings).
     env = _child_env(
@@ -253,12 +308,56 @@ def _up_stac_api(settings: Settings, svc: _Service, echo: Echo) -> None:
         PGHOST=settings.host,
         PGPORT=str(settings.pg_port),
         PGDATABASE=PG_DATABASE,
-        ENABLE_TRANSACTIONS_EXTENSIONS="true",  # also enables bulk transactions in 7.x
-        STAC_FASTAPI_TITLE="cloudfree local STAC API",
-        STAC_FASTAPI_DESCRIPTION="Sentinel-2 scenes and cloud-free mosaics",
         STAC_FASTAPI_LANDING_ID="cloudfree",
+        **extra,
     )
     _run_daemon(settings, svc, argv, env, lambda: _http_ok(f"{svc.url}/_mgmt/health"), echo)
+
+
+def _up_stac_api(settings: Settings, svc: _Service, echo: Echo) -> None:
+    """The readers' API: no Transactions, so it refuses every write (405); the publisher
+    writes through the writer API (:func:`_up_stac_writer`)."""
+    pid = _service_pid(settings, svc)
+    if pid is not None and _is_ours(pid, svc.marker) and _offers_transactions(svc.url):
+        raise ServiceError(
+            svc.name,
+            f"is running (pid {pid}) with Transactions on, as an older cloudfree started it, so "
+            "anyone could write to it; restart the stack: 'cloudfree services down' then 'up'",
+        )
+    _up_stac(
+        settings, svc, echo, app="stac_fastapi.pgstac.app:create_app", port=settings.stac_port,
+        ENABLE_TRANSACTIONS_EXTENSIONS="false",
+        STAC_FASTAPI_TITLE="cloudfree local STAC API",
+        STAC_FASTAPI_DESCRIPTION="Sentinel-2 scenes and cloud-free mosaics",
+    )  # fmt: skip
+
+
+def _offers_transactions(url: str) -> bool:
+    try:
+        landing = httpx.get(url, timeout=5.0, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return False  # not answering: _check_running says so
+    return any("transaction" in c for c in landing.get("conformsTo", []))
+
+
+def _stac_token(settings: Settings) -> str:
+    """The env's writer token if set, else the one in the state dir (created on first use)."""
+    if settings.stac_write_token is not None and settings.stac_write_token.get_secret_value():
+        return settings.stac_write_token.get_secret_value()
+    return _secret_from_file(_root(settings) / STAC_TOKEN_FILE, lambda: secrets.token_urlsafe(32))
+
+
+def _up_stac_writer(settings: Settings, svc: _Service, echo: Echo) -> None:
+    """The publisher's API on the same pgstac: Transactions behind a bearer token
+    (cloudfree.stac_writer); the token reaches it by environment, never on its command line."""
+    _up_stac(
+        settings, svc, echo, app="cloudfree.stac_writer:create_app",
+        port=settings.stac_write_port,
+        STAC_WRITE_TOKEN=_stac_token(settings),
+        ENABLE_TRANSACTIONS_EXTENSIONS="true",  # also enables bulk transactions in 7.x
+        STAC_FASTAPI_TITLE="cloudfree local STAC API (writer)",
+        STAC_FASTAPI_DESCRIPTION="Sentinel-2 scenes and cloud-free mosaics: the publisher's API",
+    )  # fmt: skip
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -269,11 +368,11 @@ def _up_postgres_chain(settings: Settings, services: dict[str, _Service], echo: 
     start = time.monotonic()
     pid = _service_pid(settings, svc)
     if _is_ours(pid, svc.marker):
-        echo(f"{svc.name:<9} already running (pid {pid})  {svc.url}")
+        echo(f"{svc.name:<11} already running (pid {pid})  {svc.url}")
     else:
         _start_postgres(settings)
         pid = _service_pid(settings, svc)
-        echo(f"{svc.name:<9} started in {time.monotonic() - start:4.1f}s (pid {pid})  {svc.url}")
+        echo(f"{svc.name:<11} started in {time.monotonic() - start:4.1f}s (pid {pid})  {svc.url}")
     import psycopg
 
     try:
@@ -284,7 +383,14 @@ def _up_postgres_chain(settings: Settings, services: dict[str, _Service], echo: 
             f"cannot set up database {PG_DATABASE!r} ({exc}); read "
             f"{_log_file(settings, 'postgres')}",
         ) from exc
-    _up_stac_api(settings, services["stac-api"], echo)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cloudfree-stac") as pool:
+        futures = [
+            pool.submit(_up_stac_api, settings, services["stac-api"], echo),
+            pool.submit(_up_stac_writer, settings, services["stac-writer"], echo),
+        ]
+    failed = [err for f in futures if (err := f.exception()) is not None]
+    if failed:
+        raise failed[0]
 
 
 def _preflight(settings: Settings, services: list[_Service], echo: Echo) -> None:
@@ -303,7 +409,7 @@ def _preflight(settings: Settings, services: list[_Service], echo: Echo) -> None
         if pid is not None and not _is_ours(pid, svc.marker):
             _reap(pid)
             pid_file.unlink(missing_ok=True)
-            echo(f"{svc.name:<9} removed stale pid file {pid_file} (process {pid} is gone)")
+            echo(f"{svc.name:<11} removed stale pid file {pid_file} (process {pid} is gone)")
         if _is_ours(_service_pid(settings, svc), svc.marker):
             continue
         for port, env_var in svc.ports:
@@ -354,7 +460,7 @@ def up(settings: Settings, *, echo: Echo = print) -> None:
         raise errors[0]
     if errors:
         raise ServiceError("stack", "; ".join(str(e) for e in errors))
-    echo(f"{'stack':<9} up in {time.monotonic() - start:4.1f}s; state in {root}")
+    echo(f"{'stack':<11} up in {time.monotonic() - start:4.1f}s; state in {root}")
 
 
 # --- shut-down and status -----------------------------------------------------------------
@@ -363,7 +469,7 @@ def up(settings: Settings, *, echo: Echo = print) -> None:
 def down(settings: Settings, *, echo: Echo = print) -> None:
     """Stop every service of this state directory; leaves no process behind."""
     if not _root(settings).exists():
-        echo(f"{'stack':<9} nothing to stop: {_root(settings)} does not exist")
+        echo(f"{'stack':<11} nothing to stop: {_root(settings)} does not exist")
         return
     with _locked(settings):
         threads = []
@@ -374,9 +480,9 @@ def down(settings: Settings, *, echo: Echo = print) -> None:
             if not _is_ours(pid, svc.marker):
                 if pid_file.exists():
                     pid_file.unlink()
-                    echo(f"{svc.name:<9} removed stale pid file {pid_file} (process {pid} is gone)")
+                    echo(f"{svc.name:<11} removed stale pid file {pid_file} (process {pid} is gone)")
                 else:
-                    echo(f"{svc.name:<9} not running")
+                    echo(f"{svc.name:<11} not running")
                 continue
             assert pid is not None
 
@@ -388,7 +494,7 @@ def down(settings: Settings, *, echo: Echo = print) -> None:
                     _terminate([pid])
                 pid_file.unlink(missing_ok=True)
                 with lock:
-                    echo(f"{svc.name:<9} stopped in {time.monotonic() - start:4.1f}s (pid {pid})")
+                    echo(f"{svc.name:<11} stopped in {time.monotonic() - start:4.1f}s (pid {pid})")
 
             threads.append(threading.Thread(target=stop, name=f"cloudfree-down-{svc.name}"))
         for thread in threads:

@@ -205,6 +205,7 @@ def settings_env(settings: Any) -> dict[str, str]:
         "CLOUDFREE_HOST": settings.host,
         "CLOUDFREE_PG_PORT": str(settings.pg_port),
         "CLOUDFREE_STAC_PORT": str(settings.stac_port),
+        "CLOUDFREE_STAC_WRITE_PORT": str(settings.stac_write_port),
         "CLOUDFREE_S3_PORT": str(settings.s3_port),
         "CLOUDFREE_SEAWEED_PORT_BASE": str(settings.seaweed_port_base),
         "CLOUDFREE_PREFECT_PORT": str(settings.prefect_port),
@@ -213,7 +214,7 @@ def settings_env(settings: Any) -> dict[str, str]:
         "CLOUDFREE_OUTPUT_COLLECTION": settings.output_collection,
         "CLOUDFREE_OUT_DIR": str(settings.out_dir),
     }
-    for name in ("stac_api_url", "s3_endpoint_url", "prefect_api_url"):
+    for name in ("stac_api_url", "stac_write_url", "s3_endpoint_url", "prefect_api_url"):
         value = getattr(settings, name)
         if value:
             env[f"CLOUDFREE_{name.upper()}"] = value

@@ -75,6 +75,9 @@ def test_helm_lint_reports_a_broken_chart(tmp_path) -> None:
         ({"s3": {"existingSecret": ""}}, "existingSecret"),
         ({"stacApi": {"enabled": True}}, "databaseSecret"),
         ({"settings": {"bucket": "ab"}}, "bucket"),
+        ({"stacWriteToken": {"existingSecret": ""}}, "existingSecret"),
+        ({"stacApi": {"transactions": True}}, "transactions"),  # the readers' API never writes
+        ({"settings": {"stacWriteUrl": "stac-writer:8080"}}, "stacWriteUrl"),
     ],
 )
 def test_schema_rejects_invalid_values(values: dict, message: str) -> None:
@@ -167,18 +170,103 @@ def test_settings_and_job_template_follow_the_release() -> None:
     )
 
 
+def _by_component(docs: list[dict], kind: str, component: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind
+              and d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    return doc
+
+
 def test_stac_api_is_optional_and_wired_to_the_settings() -> None:
-    assert not [d for d in render() if d["kind"] == "Service"]
+    default = render()
+    assert not [d for d in default if d["kind"] == "Service"]
+    default_settings = next(d for d in default if d["metadata"]["name"].endswith("-settings"))
+    # an external API: the flows publish to the readers' URL unless settings.stacWriteUrl says
+    assert (default_settings["data"]["CLOUDFREE_STAC_WRITE_URL"]
+            == default_settings["data"]["CLOUDFREE_STAC_API_URL"])
     docs = render(_values(CHART / "ci/stac-api-values.yaml"))
-    (service,) = [d for d in docs if d["kind"] == "Service"]
+    reader = _by_component(docs, "Service", "stac-api")["metadata"]["name"]
+    writer = _by_component(docs, "Service", "stac-writer")["metadata"]["name"]
     settings = next(d for d in docs if d["metadata"]["name"].endswith("-settings"))["data"]
-    assert settings["CLOUDFREE_STAC_API_URL"] == f"http://{service['metadata']['name']}:8080"
+    assert settings["CLOUDFREE_STAC_API_URL"] == f"http://{reader}:8080"
+    assert settings["CLOUDFREE_STAC_WRITE_URL"] == f"http://{writer}:8080"
+    assert "CLOUDFREE_STAC_WRITE_TOKEN" not in settings  # a secret: from the Secret only
     assert settings["AWS_HTTPS"] == "YES"
-    api = next(
-        d for d in docs if d["metadata"]["name"].endswith("-stac-api") and d["kind"] == "Deployment"
-    )
-    container = api["spec"]["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"secretRef": {"name": "pgstac-db"}}]
+    for component in ("stac-api", "stac-writer"):
+        api = _by_component(docs, "Deployment", component)
+        container = api["spec"]["template"]["spec"]["containers"][0]
+        assert container["envFrom"] == [{"secretRef": {"name": "pgstac-db"}}]
+
+
+def test_readers_api_has_no_transactions_and_the_writer_takes_its_token_from_a_secret() -> None:
+    docs = render(_values(CHART / "ci/stac-api-values.yaml") | {
+        "stacWriteToken": {"existingSecret": "publisher-token"}})
+    reader = _by_component(docs, "Deployment", "stac-api")["spec"]["template"]["spec"]
+    (reader_container,) = reader["containers"]
+    reader_env = {e["name"]: e for e in reader_container["env"]}
+    assert reader_env["ENABLE_TRANSACTIONS_EXTENSIONS"]["value"] == "false"
+    assert "STAC_WRITE_TOKEN" not in reader_env
+
+    writer = _by_component(docs, "Deployment", "stac-writer")["spec"]["template"]["spec"]
+    (container,) = writer["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ENABLE_TRANSACTIONS_EXTENSIONS"]["value"] == "true"
+    assert env["STAC_WRITE_TOKEN"] == {"name": "STAC_WRITE_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": "publisher-token", "key": "CLOUDFREE_STAC_WRITE_TOKEN"}}}  # no optional: required
+    assert container["command"][:3] == ["uvicorn", "stac_writer:create_app", "--factory"]
+    app_dir = container["command"][container["command"].index("--app-dir") + 1]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == app_dir)
+    volume = next(v for v in writer["volumes"] if v["name"] == mount["name"])
+    module = next(d for d in docs if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == volume["configMap"]["name"])
+    # the mounted app is cloudfree's own writer, byte for byte
+    assert module["data"]["stac_writer.py"] == (ROOT / "cloudfree/stac_writer.py").read_text()
+    assert (CHART / "files/stac_writer.py").resolve() == ROOT / "cloudfree/stac_writer.py"
+    assert writer["automountServiceAccountToken"] is False
+
+    # flow runs get the token by envFrom of the same Secret (optional for external APIs)
+    template = json.loads(next(d for d in docs if d["metadata"]["name"].endswith("-job-template"))
+                          ["data"]["prefect-base-job-template.json"])
+    env_from = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+        "containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "{{ stac_write_secret }}", "optional": True}} in env_from
+    assert template["variables"]["properties"]["stac_write_secret"]["default"] == "publisher-token"
+
+
+def test_the_writer_network_policy_admits_only_flow_pods() -> None:
+    from cloudfree.cluster import KubeClusterConfig, build_manifests
+
+    docs = render(_values(CHART / "ci/stac-api-values.yaml"))
+    policies = {p["metadata"]["name"]: p["spec"] for p in docs if p["kind"] == "NetworkPolicy"}
+    writer_pods = _by_component(docs, "Deployment", "stac-writer")["spec"]["template"]
+    labels = writer_pods["metadata"]["labels"]
+
+    def selects(selector: dict, pod_labels: dict) -> bool:
+        match = all(pod_labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+        for expr in selector.get("matchExpressions", []):
+            assert expr["operator"] == "Exists"
+            match = match and expr["key"] in pod_labels
+        return match
+
+    selecting = {name for name, spec in policies.items() if selects(spec["podSelector"], labels)}
+    assert selecting == {"cf-cloudfree-default-deny", "cf-cloudfree-stac-writer"}
+    (rule,) = policies["cf-cloudfree-stac-writer"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace only
+
+    def admitted(pod_labels: dict) -> bool:
+        return any(selects(peer["podSelector"], pod_labels) for peer in rule["from"])
+
+    # the pods that publish: the work pool's flow-run Jobs and the Dask workers they create
+    flow_run = json.loads((CHART / "files/prefect-base-job-template.json").read_text())[
+        "job_configuration"]["job_manifest"]["spec"]["template"]["metadata"]["labels"]
+    worker = build_manifests(KubeClusterConfig(), "run-1")[0]["spec"]["worker"]["metadata"][
+        "labels"]
+    assert admitted(flow_run) and admitted(worker | {"dask.org/component": "worker"})
+    # and not the others: the readers' API, the Prefect worker, a Dask scheduler, any pod
+    others = [_by_component(docs, "Deployment", c)["spec"]["template"]["metadata"]["labels"]
+              for c in ("stac-api", "prefect-worker")]
+    others += [{"dask.org/component": "scheduler", "dask.org/cluster-name": "run-1"}, {}]
+    assert not [o for o in others if admitted(o)]
 
 
 def test_chart_documents_the_operator_prerequisite() -> None:

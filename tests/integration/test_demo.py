@@ -18,7 +18,8 @@ def test_demo_catalog_in_the_real_stack(stack):
     from cloudfree.storage import s3_filesystem
 
     kwargs = dict(
-        stac_api_url=stack.stac_url,
+        stac_api_url=stack.stac_publish_url,  # the writer; readers search stack.stac_url
+        stac_token=stack.stac_token(),
         storage_options=stack.storage_options(),
         bucket=stack.bucket,
         collection_id="demo-catalog-test",
@@ -78,5 +79,6 @@ def test_unreachable_services_fail_early(stack, tmp_path):
     options["config_kwargs"] = {"retries": {"max_attempts": 1}, "connect_timeout": 2}
     with pytest.raises(StorageUnreachableError, match="127.0.0.1:9"):
         demo.build_demo_catalog(
-            stac_api_url=stack.stac_url, bucket=stack.bucket, storage_options=options, size_px=SIZE
+            stac_api_url=stack.stac_publish_url, stac_token=stack.stac_token(),
+            bucket=stack.bucket, storage_options=options, size_px=SIZE
         )

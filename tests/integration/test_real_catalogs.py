@@ -208,8 +208,11 @@ def loaded(stack, workdir) -> dict[tuple[str, str], Loaded]:
             written.append(ri.in_collection(local, collection))
             out[catalog, item_id] = Loaded(catalog, written[-1], tile, offset)
         if written:
-            upsert_collection(stack.stac_url, ri.local_collection(collection, f"real {catalog}"))
-            upsert_items(stack.stac_url, collection, written)
+            upsert_collection(
+                stack.stac_publish_url, ri.local_collection(collection, f"real {catalog}"),
+                token=stack.stac_token(),
+            )
+            upsert_items(stack.stac_publish_url, collection, written, token=stack.stac_token())
     return out
 
 
@@ -305,8 +308,11 @@ def test_one_median_across_baseline_04_mixes_four_encodings(stack, workdir):
                                      bounds_epsg=epsg, reflectance=scene_reflectance,
                                      offset=offset)
         written.append(ri.in_collection(local, MIXED_COLLECTION))
-    upsert_collection(stack.stac_url, ri.local_collection(MIXED_COLLECTION, "T13TDE, 4 catalogs"))
-    upsert_items(stack.stac_url, MIXED_COLLECTION, written)
+    upsert_collection(
+        stack.stac_publish_url, ri.local_collection(MIXED_COLLECTION, "T13TDE, 4 catalogs"),
+        token=stack.stac_token(),
+    )
+    upsert_items(stack.stac_publish_url, MIXED_COLLECTION, written, token=stack.stac_token())
 
     window = DateWindow(dt.date(2021, 12, 1), dt.date(2024, 8, 31))
     assert window.start < BASELINE_04_START < window.end
@@ -341,8 +347,11 @@ def other_found(stack) -> dict[str, dict[str, Any]]:
              for cat in OTHER for iid in ri.real_item_ids(cat)]
     if not items:
         pytest.skip("no Landsat / HLS STAC items on this machine")
-    upsert_collection(stack.stac_url, ri.local_collection(OTHER_COLLECTION, "Landsat and HLS"))
-    upsert_items(stack.stac_url, OTHER_COLLECTION, items)
+    upsert_collection(
+        stack.stac_publish_url, ri.local_collection(OTHER_COLLECTION, "Landsat and HLS"),
+        token=stack.stac_token(),
+    )
+    upsert_items(stack.stac_publish_url, OTHER_COLLECTION, items, token=stack.stac_token())
     found = search_scenes(stack.stac_url, collection=OTHER_COLLECTION,
                           aoi=AOI(bbox=(-180.0, -90.0, 180.0, 90.0)),
                           window=DateWindow(dt.date(2015, 1, 1), dt.date(2025, 12, 31)))

@@ -22,7 +22,7 @@ import s3fs
 from cloudfree import cli
 from cloudfree import localstack as services
 from cloudfree.errors import ServiceError
-from cloudfree.settings import CREDENTIALS_FILE, Settings
+from cloudfree.settings import CREDENTIALS_FILE, STAC_TOKEN_FILE, Settings
 from cloudfree.storage import check_bucket, s3_filesystem
 from cloudfree.testing import settings_environment
 
@@ -67,28 +67,42 @@ def _item(collection_id: str, item_id: str) -> dict:
 
 def test_status_reports_every_service_running(stack: Settings) -> None:
     rows = _rows(stack)
-    assert set(rows) == {"postgres", "stac-api", "s3", "prefect"}
+    assert set(rows) == {"postgres", "stac-api", "stac-writer", "s3", "prefect"}
     for row in rows.values():
         assert row.running, str(row)
         assert isinstance(row.pid, int) and row.pid > 0
         assert "running" in str(row) and row.name in str(row)
     assert rows["stac-api"].url == stack.stac_url
+    assert rows["stac-writer"].url == stack.stac_publish_url != stack.stac_url
     assert rows["s3"].url == stack.s3_url
     assert rows["prefect"].url == stack.prefect_url
     assert str(stack.pg_port) in rows["postgres"].url
 
 
-def test_stac_api_root_offers_transactions(stack: Settings) -> None:
-    response = httpx.get(stack.stac_url, timeout=10)
-    assert response.status_code == 200
-    landing = response.json()
-    assert landing["type"] == "Catalog"
-    assert TRANSACTION_CONFORMANCE in landing["conformsTo"]
+def test_only_the_writer_api_offers_transactions(stack: Settings) -> None:
+    reader = httpx.get(stack.stac_url, timeout=10)
+    writer = httpx.get(stack.stac_publish_url, timeout=10)  # reads on the writer stay open
+    assert reader.status_code == writer.status_code == 200
+    assert reader.json()["type"] == writer.json()["type"] == "Catalog"
+    assert TRANSACTION_CONFORMANCE not in reader.json()["conformsTo"]
+    assert TRANSACTION_CONFORMANCE in writer.json()["conformsTo"]
+
+
+def test_stac_writer_token_is_private_and_stable(stack: Settings) -> None:
+    token_file = stack.state_dir / STAC_TOKEN_FILE
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = stack.stac_token()
+    assert token and len(token) >= 32 and token == token_file.read_text().strip()
+    writer_pid = _rows(stack)["stac-writer"].pid
+    cmdline = Path(f"/proc/{writer_pid}/cmdline").read_bytes()
+    assert token.encode() not in cmdline  # by environment, never on the command line
+    assert token not in (stack.state_dir / "logs" / "stac-writer.log").read_text()
 
 
 def test_stac_api_writes_through_transactions(stack: Settings) -> None:
     collection_id = f"test-services-{uuid.uuid4().hex[:8]}"
-    with httpx.Client(base_url=stack.stac_url, timeout=30) as client:
+    auth = {"Authorization": f"Bearer {stack.stac_token()}"}
+    with httpx.Client(base_url=stack.stac_publish_url, headers=auth, timeout=30) as client:
         try:
             assert client.post("/collections", json=_collection(collection_id)).status_code in (
                 200,
@@ -209,6 +223,37 @@ def test_crashed_service_leaves_a_stale_pid_file_that_up_cleans(stack: Settings)
     assert httpx.get(stack.stac_url, timeout=10).status_code == 200
 
 
+def test_a_readers_api_left_open_by_an_older_version_is_refused(stack: Settings) -> None:
+    """A reader started with Transactions on (as before the writer API existed) is not
+    kept: `up` says to restart, and a restart closes it."""
+    from cloudfree.localstack import _processes, _stack
+
+    def stop_reader() -> None:
+        pid = _rows(stack)["stac-api"].pid
+        assert pid
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            _processes._reap(pid)
+            if not _processes._alive(pid):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"reader {pid} did not stop")
+
+    svc = next(s for s in _stack._services(stack) if s.name == "stac-api")
+    stop_reader()
+    # the old way: the readers' app with Transactions on
+    _stack._up_stac(stack, svc, lambda line: None, app="stac_fastapi.pgstac.app:create_app",
+                    port=stack.stac_port, ENABLE_TRANSACTIONS_EXTENSIONS="true")
+    assert TRANSACTION_CONFORMANCE in httpx.get(stack.stac_url, timeout=10).json()["conformsTo"]
+    with pytest.raises(ServiceError, match="Transactions on.*'cloudfree services down'"):
+        services.up(stack, echo=lambda line: None)
+    stop_reader()
+    services.up(stack, echo=lambda line: None)
+    landing = httpx.get(stack.stac_url, timeout=10).json()
+    assert TRANSACTION_CONFORMANCE not in landing["conformsTo"]
+
+
 def test_second_instance_on_the_same_ports_is_refused(stack: Settings, tmp_path: Path) -> None:
     other = stack.model_copy(update={"state_dir": tmp_path / "other"})
     with pytest.raises(ServiceError) as caught:
@@ -244,9 +289,11 @@ def test_cli_status_in_process(stack: Settings, capsys: pytest.CaptureFixture[st
     with settings_environment(stack):
         assert cli.main(["services", "status"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert all(" running " in line for line in lines), lines
     assert any(f":{stack.stac_port}" in line for line in lines)
+    assert any(line.startswith("stac-writer") and f":{stack.stac_write_port}" in line
+               for line in lines)
 
 
 def test_cli_status_fails_for_an_instance_that_is_not_up(

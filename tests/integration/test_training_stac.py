@@ -227,7 +227,8 @@ def test_only_the_demo_catalog_has_default_region_and_dates(stack, demo_scenes):
     from cloudfree._stac_api import upsert_collection
     from cloudfree.publish import build_collection
 
-    upsert_collection(stack.stac_url, build_collection("training-not-a-demo", bands=["red"]))
+    upsert_collection(stack.stac_publish_url, build_collection("training-not-a-demo", bands=["red"]),
+                      token=stack.stac_token())
     with pytest.raises(InvalidParameterError, match="not the cloudfree demo catalog"):
         CubeSampler.from_stac(
             stack.stac_url, collection="training-not-a-demo", size=SIZE, defaults=demo_defaults

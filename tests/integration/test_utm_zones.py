@@ -115,8 +115,11 @@ def world(stack, tmp_path_factory) -> World:
                                      bounds_epsg=tile.epsg, reflectance=refl, offset=OFFSET,
                                      valid=valid)
         written.append(ri.in_collection(local, COLLECTION))
-    upsert_collection(stack.stac_url, ri.local_collection(COLLECTION, "two UTM zones"))
-    upsert_items(stack.stac_url, COLLECTION, written)
+    upsert_collection(
+        stack.stac_publish_url, ri.local_collection(COLLECTION, "two UTM zones"),
+        token=stack.stac_token(),
+    )
+    upsert_items(stack.stac_publish_url, COLLECTION, written, token=stack.stac_token())
     world.items = {ri.asset_epsg(it, "B04"): it for it in written}
     return world
 

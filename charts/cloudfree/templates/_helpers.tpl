@@ -72,6 +72,9 @@ Names of the chart's objects, each within 63 characters.
 {{- define "cloudfree.stacApiName" -}}
 {{- include "cloudfree.componentName" (dict "root" . "component" "stac-api") }}
 {{- end }}
+{{- define "cloudfree.stacWriterName" -}}
+{{- include "cloudfree.componentName" (dict "root" . "component" "stac-writer") }}
+{{- end }}
 
 {{/*
 Images.
@@ -97,6 +100,20 @@ The STAC API URL the pods use: the configured one, else the chart's own.
 {{- printf "http://%s:%d" (include "cloudfree.stacApiName" .) (int .Values.stacApi.port) }}
 {{- else }}
 {{- fail "set settings.stacApiUrl, or stacApi.enabled=true to deploy the output STAC API" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The STAC API the flows publish to: the configured one, else the chart's writer API, else the
+readers' URL (an external API, whose write authentication is its own).
+*/}}
+{{- define "cloudfree.stacWriteUrl" -}}
+{{- if .Values.settings.stacWriteUrl }}
+{{- .Values.settings.stacWriteUrl }}
+{{- else if .Values.stacApi.enabled }}
+{{- printf "http://%s:%d" (include "cloudfree.stacWriterName" .) (int .Values.stacApi.port) }}
+{{- else }}
+{{- include "cloudfree.stacApiUrl" . }}
 {{- end }}
 {{- end }}
 

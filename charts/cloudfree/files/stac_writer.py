@@ -1,0 +1,1 @@
+../../../cloudfree/stac_writer.py
