@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 import s3fs
+from botocore.exceptions import BotoCoreError, ClientError
 from rasterio.session import Session
 
 from cloudfree.errors import StorageUnreachableError
@@ -20,12 +22,52 @@ DEFAULT_GDAL_ENV: dict[str, str | int] = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     # Bytes of the first read; holds the header and tile offsets of our COGs.
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,
-    # Retries and their delay (s) on transient HTTP errors.
-    "GDAL_HTTP_MAX_RETRY": 3,
+    # Retries of one request on 429, 500, 502, 503 and 504, and (GDAL >= 3.7) on a
+    # timed-out or reset connection; rasterio 1.4 ships GDAL 3.10.
+    "GDAL_HTTP_MAX_RETRY": 4,
+    # Seconds before the first retry; GDAL doubles it (with jitter) for each next one,
+    # and waits a 429's or 503's Retry-After instead when the server gives one.
     "GDAL_HTTP_RETRY_DELAY": 1,
+    # The whole of one request, s: a stalled read fails with "Operation timed out", which
+    # GDAL retries, instead of hanging the tile. (No GDAL_HTTP_LOW_SPEED_TIME: curl's
+    # low-speed abort, "Operation too slow", is not an error GDAL retries, so a stall
+    # would fail the read at once; tested in tests/integration/test_faults.py.)
+    "GDAL_HTTP_TIMEOUT": 30,
+    # Seconds to open the TCP connection; a dead endpoint fails fast.
+    "GDAL_HTTP_CONNECTTIMEOUT": 10,
     # Per-process block cache (MB).
     "GDAL_CACHEMAX": 256,
 }
+
+
+def gdal_http_options(*, timeout_s: int = 30, retries: int = 4,
+                      retry_delay_s: float = 1.0) -> dict[str, str | int]:
+    """:data:`DEFAULT_GDAL_ENV` with the timeout and retries given (the connect timeout
+    kept within the total timeout)."""
+    return {
+        **DEFAULT_GDAL_ENV,
+        "GDAL_HTTP_TIMEOUT": int(timeout_s),
+        "GDAL_HTTP_CONNECTTIMEOUT": max(1, min(10, int(timeout_s))),
+        "GDAL_HTTP_MAX_RETRY": int(retries),
+        # GDAL reads a fractional delay; it is a string so GDAL gets "0.5", not "0"
+        "GDAL_HTTP_RETRY_DELAY": f"{retry_delay_s:g}",
+    }
+
+
+def s3_config_kwargs(*, retries: int = 4, connect_timeout_s: float = 5.0,
+                     read_timeout_s: float = 30.0) -> dict[str, Any]:
+    """botocore ``Config`` options (s3fs ``config_kwargs``) of every S3 call, the COG
+    uploads (``fs.pipe``) included."""
+    return {
+        # fail in seconds, not minutes, when the endpoint is down
+        "connect_timeout": connect_timeout_s,
+        # a stalled answer fails (and is retried) instead of hanging the upload
+        "read_timeout": read_timeout_s,
+        # botocore's "standard" mode retries 500, 502, 503, 504, throttling (429,
+        # SlowDown), connection errors and read timeouts, with exponential backoff and
+        # jitter; max_attempts counts the first try. (botocore ignores Retry-After.)
+        "retries": {"max_attempts": int(retries) + 1, "mode": "standard"},
+    }
 
 
 class S3Session(Session):  # type: ignore[misc]  # rasterio ships no type information
@@ -54,14 +96,16 @@ class S3Session(Session):  # type: ignore[misc]  # rasterio ships no type inform
         return "S3Session(key=***, secret=***)"
 
 
-def gdal_s3_env(endpoint_url: str, key: str, secret: str) -> dict[str, object]:
-    """GDAL options to read ``s3://`` from a path-style, possibly plain-HTTP endpoint.
+def gdal_s3_env(endpoint_url: str, key: str, secret: str, *, timeout_s: int = 30,
+                retries: int = 4, retry_delay_s: float = 1.0) -> dict[str, object]:
+    """GDAL options to read ``s3://`` from a path-style, possibly plain-HTTP endpoint,
+    with the HTTP timeout and retries of :func:`gdal_http_options`.
 
     Use as ``rasterio.Env(**gdal_s3_env(...))``; the credentials ride in ``session``.
     """
     url = urlparse(endpoint_url)
     return {
-        **DEFAULT_GDAL_ENV,
+        **gdal_http_options(timeout_s=timeout_s, retries=retries, retry_delay_s=retry_delay_s),
         # host:port of the S3 endpoint, without the scheme.
         "AWS_S3_ENDPOINT": url.netloc,
         # Local servers speak plain HTTP.
@@ -72,6 +116,24 @@ def gdal_s3_env(endpoint_url: str, key: str, secret: str) -> dict[str, object]:
     }
 
 
+class S3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]  # s3fs ships no type information
+    """s3fs whose uploads (``pipe``, what :func:`cloudfree.cog.put` calls) fail with a
+    clear :class:`~cloudfree.errors.StorageUnreachableError` naming the object once
+    botocore's retries are spent, instead of s3fs's bare ``OSError`` (e.g. "[Errno 16]
+    Service Unavailable"). It is a ``ConnectionError``, so a flow retries the tile."""
+
+    async def _pipe_file(self, path: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._pipe_file(path, data, *args, **kwargs)
+        except FileExistsError:
+            raise  # an exclusive create that lost a race: the caller's answer, not a fault
+        except (TimeoutError, OSError, BotoCoreError, ClientError, aiohttp.ClientError) as exc:
+            endpoint = self.client_kwargs.get("endpoint_url", "s3")
+            raise StorageUnreachableError(
+                f"{endpoint} (upload of s3://{path})",
+                f"{type(exc).__name__}: {exc}; still failing after the retries") from exc
+
+
 def s3_filesystem(storage_options: dict[str, Any]) -> s3fs.S3FileSystem:
     """The process's s3fs filesystem for these options (fsspec's instance cache), which
     caches no listings, so what other processes write is seen at once.
@@ -80,7 +142,7 @@ def s3_filesystem(storage_options: dict[str, Any]) -> s3fs.S3FileSystem:
     and one that runs while another event loop runs in the thread (a Prefect flow's)
     schedules the close on that loop, where it fails and asyncio logs "Task exception was
     never retrieved ... attached to a different loop"."""
-    return s3fs.S3FileSystem(use_listings_cache=False, **storage_options)
+    return S3FileSystem(use_listings_cache=False, **storage_options)
 
 
 def check_bucket(fs: s3fs.S3FileSystem, bucket: str, *, create: bool = False) -> None:
