@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,8 +103,14 @@ def write_cog(
     blocksize: int = 512,
     overview_resampling: Resampling = "average",
     predictor: Predictor = "auto",
+    colormap: Mapping[int, Sequence[int]] | None = None,
+    band_tags: Sequence[Mapping[str, str]] | None = None,
 ) -> bytes:
     """Encode an (H, W) or (C, H, W) array as a validated Cloud Optimized GeoTIFF in memory.
+
+    A raster larger than one block in either dimension always gets internal overviews
+    (halving until the largest side fits in a block), so a GIS zoomed out reads a few
+    blocks, not the whole file; a smaller one needs none.
 
     Args:
         array: the pixels; floats cast to an integer ``dtype`` are rounded and clipped,
@@ -120,6 +126,13 @@ def write_cog(
         blocksize: internal tile size in pixels (a multiple of 16).
         overview_resampling: ``average`` for reflectance, ``nearest``/``mode`` for classes.
         predictor: ``auto`` uses differencing except for categorical rasters.
+        colormap: a colour table for a one-band ``uint8``/``uint16`` class raster: value ->
+            ``(r, g, b)`` or ``(r, g, b, a)``, stored in the TIFF (palette interpretation),
+            so QGIS and ArcGIS show the classes in their colours.
+        band_tags: per-band metadata items, stored inside the TIFF (GDAL_METADATA tag):
+            e.g. the CF ``flag_values``/``flag_meanings`` naming a class raster's classes.
+            GDAL keeps category names and attribute tables only in ``.aux.xml`` sidecars,
+            which are not written.
 
     Returns:
         The bytes of the file.
@@ -142,6 +155,12 @@ def write_cog(
     offsets = _per_band("offset", offset, count)
     if band_names is not None and len(band_names) != count:
         raise InvalidParameterError("band_names", band_names, f"give one name per band ({count})")
+    if band_tags is not None and len(band_tags) != count:
+        raise InvalidParameterError("band_tags", band_tags, f"give one mapping per band ({count})")
+    if colormap is not None and (count != 1 or out_dtype.name not in ("uint8", "uint16")):
+        raise InvalidParameterError(
+            "colormap", f"{count} band(s) of {out_dtype.name}",
+            "a colour table needs one band of uint8 or uint16")
     if not isinstance(transform, Affine):
         transform = Affine(*list(transform)[:6])
     profile = {
@@ -170,10 +189,21 @@ def write_cog(
                 dst.offsets = offsets
             for index, name in enumerate(band_names or (), start=1):
                 dst.set_band_description(index, name)
+            for index, tags in enumerate(band_tags or (), start=1):
+                dst.update_tags(index, **tags)
+            if colormap is not None:
+                dst.write_colormap(1, {int(k): tuple(int(c) for c in v)
+                                       for k, v in colormap.items()})
         data: bytes = memfile.read()
         is_valid, errors, _warnings = cog_validate(memfile.name, quiet=True)
-    if not is_valid:
-        raise InvalidCOGError(f"COG of shape {pixels.shape}", list(errors))
+        with memfile.open() as src:
+            overviews = src.overviews(1)
+    errors = list(errors)
+    if max(pixels.shape[1:]) > blocksize and not overviews:
+        errors.append(f"no overviews on a {pixels.shape[2]}x{pixels.shape[1]} raster larger "
+                      f"than one {blocksize} px block")
+    if not is_valid or errors:
+        raise InvalidCOGError(f"COG of shape {pixels.shape}", errors)
     return data
 
 

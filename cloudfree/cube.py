@@ -9,23 +9,31 @@ that straddles 2022-01-25 compares like with like. For the usual case (scale 1e-
 integer shift of the DNs (+1000 for an item without offset), exact; another scale is
 rescaled in float64 and rounded. SCL is never rescaled, and is always resampled with
 ``nearest`` (its values are classes), whatever ``resampling`` the reflectance bands use.
+
+A read that fails (after GDAL's own retries) raises
+:class:`~cloudfree.errors.SourceReadError` naming the scene, the asset and the href
+(:class:`SourceReader`), never silent nodata; :func:`cloudfree.tile.compute_tile` applies
+the read failure policy.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import stackstac
 import xarray as xr
 from rasterio.enums import Resampling
+from stackstac.rio_reader import AutoParallelRioReader
 
-from cloudfree.errors import InvalidParameterError
+from cloudfree.errors import InvalidParameterError, SourceReadError
 from cloudfree.grid import Tile
 from cloudfree.sentinel2 import NODATA, OFFSET, SCALE
 
-__all__ = ["NODATA", "build_cube", "merge_same_day", "reencode"]
+__all__ = ["NODATA", "SourceReader", "build_cube", "merge_same_day", "reencode"]
 
 #: Class bands: never rescaled, always resampled with nearest.
 CLASS_BANDS = frozenset({"scl"})
@@ -39,6 +47,92 @@ def _prepared(items: Sequence[Mapping[str, Any]], bands: Sequence[str]) -> list[
     reflectance = [b for b in bands if b not in CLASS_BANDS]
     return catalogs.prepare_items([dict(it) for it in items], reflectance,
                                   scl=any(b in CLASS_BANDS for b in bands))
+
+
+_URL_QUERY = re.compile(r"(\w+://[^\s?'\"]+)\?[^\s'\"]*")
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "ACCESS_KEY", "SESSION")
+
+
+def _deepest(exc: BaseException) -> BaseException:
+    """The root of an exception's ``__cause__`` chain: stackstac wraps rasterio's error
+    ("Read failed. See previous exception") around GDAL's, which says what failed."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def _secrets(env: Any) -> list[str]:
+    """The credential values a GDAL environment holds (session keys, tokens), to scrub from
+    error text: an S3 error document may echo the access key."""
+    options: dict[str, Any] = {}
+    for layer in ("_always", "_open", "_open_vrt", "_read"):
+        options.update(getattr(env, layer, None) or {})
+    found = [str(v) for k, v in options.items()
+             if any(w in k.upper() for w in _SECRET_WORDS) and isinstance(v, str) and v]
+    session = options.get("session")
+    found += [str(v) for v in getattr(session, "credentials", {}).values() if v]
+    return found
+
+
+def read_error_text(exc: BaseException, env: Any = None, *, href: str = "",
+                    limit: int = 300) -> str:
+    """A short, safe text of a read failure: GDAL's message, URL query strings (signatures)
+    cut, ``href``'s too, credential values of ``env`` masked, at most ``limit`` characters."""
+    root = _deepest(exc)
+    text = str(root) or type(root).__name__
+    if "?" in href:
+        text = text.replace(href, href.split("?", 1)[0] + "?<query removed>")
+    text = _URL_QUERY.sub(r"\1?<query removed>", text)
+    for secret in _secrets(env):
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SourceReader(AutoParallelRioReader):  # type: ignore[misc]  # stackstac is untyped here
+    """stackstac's reader that knows which scene and asset it reads: a read that fails
+    raises :class:`~cloudfree.errors.SourceReadError` naming them, instead of a bare
+    ``RuntimeError`` deep in a dask compute. ``sources`` maps hrefs to ``(item id, asset
+    key)``; stackstac builds one reader per href (see :func:`_stack`).
+
+    No retries of its own: transient HTTP faults (429, 5xx, timeouts, resets) are retried
+    by GDAL (``GDAL_HTTP_MAX_RETRY``, :data:`cloudfree.storage.DEFAULT_GDAL_ENV`), and a
+    second layer would multiply its worst case (a stalled read times out once per try).
+    What fails after those is a :class:`SourceReadError`, for the tile's policy."""
+
+    def __init__(self, *, sources: Mapping[str, tuple[str, str]] | None = None,
+                 source: tuple[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source or (sources or {}).get(kwargs["url"], ("unknown", "unknown"))
+
+    def read(self, window: Any, **kwargs: Any) -> np.ndarray:
+        try:
+            data: np.ndarray = super().read(window, **kwargs)
+            return data
+        except Exception as exc:
+            text = read_error_text(exc, self.gdal_env, href=self.url)
+        # Raised outside the handler: no __context__ (GDAL's error objects do not unpickle,
+        # and their text may hold a signed URL); the reason is in the message.
+        raise SourceReadError(self.source[0], self.source[1], self.url, text)
+
+    def __getstate__(self) -> Any:
+        return {**super().__getstate__(), "source": self.source}
+
+
+def _sources(items: Sequence[Mapping[str, Any]], bands: Sequence[str]
+             ) -> dict[str, tuple[str, str]]:
+    """href -> (item id, the catalog's asset key) of every asset the stack reads."""
+    table: dict[str, tuple[str, str]] = {}
+    for item in items:
+        decoding = (item.get("properties") or {}).get("cloudfree:decoding") or {}
+        keys = {b.get("band"): b.get("asset_key") for b in decoding.get("bands", [])}
+        for band in bands:
+            asset = (item.get("assets") or {}).get(band)
+            if asset and asset.get("href"):
+                table[str(asset["href"])] = (str(item["id"]), str(keys.get(band) or band))
+    return table
 
 
 def _stack(items: list[dict[str, Any]], bands: Sequence[str], tile: Tile, chunksize: int,
@@ -59,8 +153,10 @@ def _stack(items: list[dict[str, Any]], bands: Sequence[str], tile: Tile, chunks
         properties=False,
         band_coords=False,
         gdal_env=env,
-        # A failed read must fail the task (and be retried), never become silent nodata.
+        # A failed read must fail the task (and be retried), never become silent nodata;
+        # it fails naming its scene and asset (SourceReader).
         errors_as_nodata=(),
+        reader=partial(SourceReader, sources=_sources(items, bands)),
     )
     return stacked
 

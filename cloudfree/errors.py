@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CloudFreeError(Exception):
     """Base class of every error cloudfree raises on purpose.
@@ -218,10 +220,133 @@ class BudgetExceededError(CloudFreeError, ValueError):
         self.figure = figure
         self.limit = limit
         super().__init__(
-            f"the plan exceeds the budget {budget} ({figure:g} > {limit:g}): {detail}. Or raise "
-            f"the budget: CLOUDFREE_{budget.upper()}={figure:g} (Settings.{budget}); "
-            "'cloudfree plan' shows the figures without starting a run."
+            f"the plan exceeds the budget {budget} ({_figure(figure)} > {_figure(limit)}): "
+            f"{detail}. Or raise the budget: CLOUDFREE_{budget.upper()}={_figure(figure)} "
+            f"(Settings.{budget}); 'cloudfree plan' shows the figures without starting a run."
         )
+
+
+def _figure(value: float) -> str:
+    """A budget figure as its environment variable takes it: whole numbers in full
+    (``400000000``, never ``4e+08``), others with up to 4 significant decimals."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+
+
+class SourceReadError(CloudFreeError, RuntimeError):
+    """A source scene's asset could not be read, after GDAL's own retries.
+
+    Carries the scene (``item_id``), the asset (the catalog's key) and the href, with any
+    query string (a signature) cut; ``reason`` is the short cause. Pickles by its fields, so
+    it crosses from a Dask worker intact."""
+
+    def __init__(self, item_id: str, asset: str, href: str, cause: object) -> None:
+        self.item_id = item_id
+        self.asset = asset
+        self.href = href.split("?", 1)[0]
+        self.reason = str(cause)
+        super().__init__(
+            f"source scene {item_id!r} is unreadable: its asset {asset!r} ({self.href}) failed "
+            f"to read: {self.reason}. If the fault is transient, re-run; to mosaic without the "
+            "scene, set CLOUDFREE_READ_FAILURE_POLICY=drop (the scene is left out and listed in "
+            "the item's cloudfree:dropped_sources)."
+        )
+
+    def __reduce__(self) -> tuple[type[SourceReadError], tuple[str, str, str, str]]:
+        return type(self), (self.item_id, self.asset, self.href, self.reason)
+
+
+class NoReadableSourceError(CloudFreeError, RuntimeError):
+    """Every source scene of a tile failed to read (read failure policy ``drop``)."""
+
+    def __init__(self, tile_id: str, dropped: list[dict[str, str]]) -> None:
+        self.tile_id = tile_id
+        self.dropped = dropped
+        names = ", ".join(f"{d['id']} ({d['asset']}: {d['error']})" for d in dropped[:5])
+        more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+        super().__init__(
+            f"tile {tile_id}: no source scene could be read; dropped {names}{more}. Check that "
+            "the object store is reachable and the scenes' files exist, then re-run."
+        )
+
+    def __reduce__(self) -> tuple[type[NoReadableSourceError],
+                                  tuple[str, list[dict[str, str]]]]:
+        return type(self), (self.tile_id, self.dropped)
+
+
+class SearchTooLargeError(CloudFreeError, ValueError):
+    """More scenes match a search than the cap allows; nothing was truncated or started."""
+
+    def __init__(self, url: str, collection: str, bbox: object, datetime: str,
+                 max_cloud_pct: float | None, limit: int, matched: int | None) -> None:
+        self.url = url
+        self.limit = limit
+        self.matched = matched
+        self._args = (url, collection, bbox, datetime, max_cloud_pct, limit, matched)
+        count = f"{matched}" if matched is not None else f"more than {limit}"
+        cloud = "" if max_cloud_pct is None else f" with eo:cloud_cover <= {max_cloud_pct}"
+        super().__init__(
+            f"the search of {collection!r} at {url} over {bbox} in {datetime}{cloud} matches "
+            f"{count} scenes, over the cap of {limit}; the run would not see them all. "
+            "Narrow it: a shorter --datetime window, a smaller area (--bbox/--geojson), or "
+            "a lower --max-cloud; or raise the cap: CLOUDFREE_MAX_SEARCH_ITEMS="
+            f"{matched if matched is not None else 2 * limit} (Settings.max_search_items)."
+        )
+
+    def __reduce__(self) -> tuple[type[SearchTooLargeError], tuple[object, ...]]:
+        return type(self), self._args
+
+
+class TileTimeoutError(CloudFreeError, TimeoutError):
+    """A tile ran longer than the task timeout (``task_timeout_s``); not retried."""
+
+    def __init__(self, tile_id: str, timeout_s: float) -> None:
+        self.tile_id = tile_id
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"tile {tile_id} ran over the task timeout of {timeout_s:g} s and was failed. "
+            "Re-run to redo it (published tiles are skipped), with a smaller --tile-size, or "
+            "raise the timeout: CLOUDFREE_TASK_TIMEOUT_S."
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[str, float]]:
+        return type(self), (self.tile_id, self.timeout_s)
+
+
+class TilesFailedError(CloudFreeError, RuntimeError):
+    """Some tiles of a run failed; the others were published (or skipped). The run ends
+    Failed after every tile was tried."""
+
+    exit_code = 1
+
+    def __init__(self, failed: list[tuple[str, str]], total: int) -> None:
+        self.failed = failed
+        self.total = total
+        listed = "; ".join(f"{tile}: {error[:240]}{'...' if len(error) > 240 else ''}"
+                           for tile, error in failed[:5])
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        super().__init__(
+            f"{len(failed)} of {total} tiles failed ({listed}{more}). The other tiles were "
+            "published or already were; re-run the same command to redo only the failed "
+            "tiles (the run's 'mosaic-tiles' artifact lists every tile)."
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[list[tuple[str, str]], int]]:
+        return type(self), (self.failed, self.total)
+
+
+class TileLockError(CloudFreeError, RuntimeError):
+    """The per-item lock that keeps two runs of one tile apart could not be taken or was
+    lost (another run holds it, or the object store cannot make conditional writes)."""
+
+    def __init__(self, lock: str, reason: str) -> None:
+        self.lock = lock
+        self.reason = reason
+        super().__init__(f"tile lock {lock}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return type(self), (self.lock, self.reason)
 
 
 # --------------------------------------------------------------------------- warnings

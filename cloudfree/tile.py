@@ -15,7 +15,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -39,13 +41,19 @@ from cloudfree.publish import (
     build_item,
     inputs_hash,
     item_id,
+    item_prefix,
+    prefixes_overlap,
+    product_digest,
     publish_item,
     published_item,
+    within,
 )
 from cloudfree.quicklook import rgb_uint8, thumbnail
 from cloudfree.sentinel2 import DEFAULT_BANDS, NODATA, OFFSET, SCALE
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,30 @@ class MosaicParams:
 
 @dataclass
 class TileOutcome:
+    """What one tile's run came to; small and picklable (it is all that comes back from a
+    Dask worker).
+
+    ``status``: ``published`` (this run made the live item), ``skipped`` (an item with the
+    same inputs already was live, or a concurrent run published it), ``failed`` (``error``
+    says why; built by the caller that caught the error, :meth:`failure`). ``dropped``: the
+    source scenes left out because they could not be read (``{"id", "asset", "error"}``)."""
+
     tile_id: str
     item_id: str
-    status: Literal["published", "skipped"]
+    status: Literal["published", "skipped", "failed"]
     hrefs: dict[str, str] = field(default_factory=dict)
     n_sources: int = 0
+    error: str | None = None
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def failure(cls, tile_id: str, item_id: str, error: BaseException | str,
+                n_sources: int = 0) -> TileOutcome:
+        """The outcome of a tile whose run raised ``error`` (its type and message, one
+        line)."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return cls(tile_id, item_id, "failed", n_sources=n_sources,
+                   error=" ".join(text.split()))
 
 
 @dataclass(frozen=True)
@@ -107,11 +134,29 @@ class TilePlan:
     label: str
     item_id: str
     inputs_hash: str
+    #: :func:`~cloudfree.publish.product_digest` of :attr:`product` (its head is the end
+    #: of the item id).
+    product_digest: str = ""
+    #: What decides the pixels besides the sources: the parameters the id derives from.
+    product: dict[str, Any] = field(default_factory=dict)
+    #: Where this run writes, when not :meth:`deterministic_url` (a fresh folder, chosen by
+    #: :func:`mosaic_tile` while another making of the item is live).
+    prefix: str | None = None
+
+    def item_url(self, output_root: str) -> str:
+        """The folder of every making of the item: ``{root}/{tile_id}/{item_id}``."""
+        return f"{output_root.rstrip('/')}/{self.tile.tile_id}/{self.item_id}"
+
+    def deterministic_url(self, output_root: str) -> str:
+        """``{root}/{tile_id}/{item_id}/{inputs_hash[:12]}``: a re-run after a crash (the item
+        not live) writes over its own half-written files, and leaves nothing behind."""
+        return f"{self.item_url(output_root)}/{self.inputs_hash[:12]}"
 
     def base_url(self, output_root: str) -> str:
-        """Where the tile's files go: ``{root}/{tile_id}/{item_id}/{inputs_hash[:12]}``, so a
-        re-run with other inputs never overwrites what a published item points at."""
-        return f"{output_root.rstrip('/')}/{self.tile.tile_id}/{self.item_id}/{self.inputs_hash[:12]}"
+        """Where the tile's files go: :attr:`prefix` when set, else
+        :meth:`deterministic_url`; never the folder of the live item's files (see
+        :func:`mosaic_tile`)."""
+        return self.prefix or self.deterministic_url(output_root)
 
 
 def mask_reach_px(params: MosaicParams) -> int:
@@ -149,20 +194,69 @@ def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile, *, halo: int 
 # --------------------------------------------------------------------------- 1. plan
 
 
+def source_profile(sources: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """How the sources decode, as a product sees it: the catalog profiles they were read
+    by (``cloudfree:decoding``, or the profile :func:`cloudfree.catalogs.choose_profile`
+    gives an item not yet prepared, as the cube would) and any ``--assume-decoding``. A new
+    scene from the same catalog changes neither."""
+    from cloudfree.catalogs import DECODING_PROPERTY, choose_profile
+
+    profiles: set[str] = set()
+    assumed: set[str] = set()
+    for item in sources:
+        decoding = (item.get("properties") or {}).get(DECODING_PROPERTY)
+        if not decoding:
+            profiles.add(choose_profile(item)[0].name)
+            continue
+        profiles.add(str(decoding.get("profile")))
+        assumed.update(str(b.get("source")) for b in decoding.get("bands", [])
+                       if str(b.get("source", "")).startswith("--assume-decoding"))
+    return {"profiles": sorted(profiles), "assumed_decoding": sorted(assumed)}
+
+
+def product_definition(tile: Tile, window: DateWindow, params: MosaicParams, label: str,
+                       sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every parameter that decides a tile's pixels, but not which scenes it reads: the item
+    id derives from it (:func:`~cloudfree.publish.product_digest`), so another target date,
+    band set, resolution, CRS, mask or catalog is another item. The chunk size and the
+    compression decide no pixel and are not in it (they are in the inputs hash)."""
+    return {
+        "tile": {"id": tile.tile_id, "epsg": tile.epsg,
+                 "bounds": [float(v) for v in tile.bounds],
+                 "resolution_m": float(tile.resolution_m)},
+        "window": window.compact,
+        "method": label,
+        "method_parameters": methods.hashed_parameters(params.method),
+        "target_date": params.target_date if get_method(params.method).targeted else None,
+        "bands": list(params.bands),
+        "mask": {"invalid_classes": sorted(params.invalid_classes),
+                 "dilate_classes": sorted(params.dilate_classes),
+                 "dilation_m": float(params.dilation_m),
+                 "opening_m": float(params.opening_m)},
+        "source_profile": source_profile(sources),
+    }
+
+
 def plan_tile(items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow,
               params: MosaicParams) -> TilePlan:
-    """The tile's sources, item id and inputs hash (pure: reads nothing)."""
+    """The tile's sources, item id and inputs hash (pure: reads nothing).
+
+    The id is the tile, window, method and version, then the head of the product digest
+    (:func:`product_definition`); the inputs hash adds the sources and every parameter."""
     sources = items_for_tile(items, tile, halo=halo_px(params))
     if params.target_date is None and get_method(params.method).targeted:
         middle = window.start + (window.end - window.start) / 2
         params = dataclasses.replace(params, target_date=middle.isoformat())
     label = methods.label(params.method, params.method_options())
+    product = product_definition(tile, window, params, label, sources)
+    digest = product_digest(product)
     hashed = {**params.as_dict(), "method_label": label, "tile": tile.tile_id,
               "bounds": list(tile.bounds), "window": window.compact,
-              **methods.hashed_parameters(params.method)}
+              **methods.hashed_parameters(params.method), "product": digest}
     return TilePlan(tile=tile, window=window, params=params, sources=sources, label=label,
-                    item_id=item_id(tile.tile_id, window, label),
-                    inputs_hash=inputs_hash(sources, hashed))
+                    item_id=item_id(tile.tile_id, window, label, product=digest),
+                    inputs_hash=inputs_hash(sources, hashed), product_digest=digest,
+                    product=product)
 
 
 # --------------------------------------------------------------------------- 2. compute
@@ -174,6 +268,7 @@ def compute_tile(
     params: MosaicParams,
     *,
     gdal_env: dict[str, Any] | None = None,
+    read_failure_policy: Literal["fail", "drop"] = "drop",
 ) -> xr.Dataset:
     """Build the cube, mask it and run the method on the tile grown by :func:`halo_px`, then
     crop back to the tile; returns computed numpy data (a corrected method's choice of
@@ -183,30 +278,64 @@ def compute_tile(
     the method's neighbourhood), so two adjacent tiles agree at their shared edge; only
     the per-tile choices of the corrected methods (the correction's candidate and width,
     the generator's test-time head) are made on the grown tile's pixels and may differ
-    between neighbours."""
+    between neighbours.
+
+    A source read that still fails (after GDAL's and the reader's retries) raises
+    :class:`~cloudfree.errors.SourceReadError` with ``read_failure_policy="fail"``; with
+    ``"drop"`` the scene is left out and the tile computed again without it, exactly as a
+    run without that scene (a pass per failing scene, so at most one per scene; none
+    left: :class:`~cloudfree.errors.NoReadableSourceError`). ``attrs["dropped_sources"]``
+    lists the dropped scenes, ``[{"id", "asset", "error"}]`` (``[]`` when none). Progress
+    goes to :mod:`cloudfree.progress` (stages ``read``, the method's, ``compute``)."""
+    from cloudfree import progress
+    from cloudfree.errors import NoReadableSourceError, SourceReadError
+
     if not items:
         raise InvalidParameterError("items", [], f"no scene intersects tile {tile.tile_id}")
+    if read_failure_policy not in ("fail", "drop"):
+        raise InvalidParameterError("read_failure_policy", read_failure_policy,
+                                    "give 'fail' (fail the tile) or 'drop' (drop the scene)")
     halo = halo_px(params)
     grown = tile.grown(halo)
-    cube = build_cube(
-        [dict(item) for item in items], [*params.bands, "scl"], tile=grown,
-        chunksize=chunk_px(params, grown), gdal_env=gdal_env,
-    )
-    clear = scl_clear_mask(
-        cube.sel(band="scl"),
-        resolution_m=tile.resolution_m,
-        invalid_classes=params.invalid_classes,
-        dilate_classes=params.dilate_classes,
-        dilation_m=params.dilation_m,
-        opening_m=params.opening_m,
-    )
-    reflectance = cube.sel(band=list(params.bands))
-    result = methods.mosaic(params.method, reflectance, clear, target_date=params.target_date,
-                            **params.method_options())
-    if halo:
-        result = result.isel(y=slice(halo, -halo), x=slice(halo, -halo))
-    computed = methods.compute(params.method, result)
+
+    def run(sources: list[dict[str, Any]]) -> xr.Dataset:
+        cube = build_cube(
+            sources, [*params.bands, "scl"], tile=grown,
+            chunksize=chunk_px(params, grown), gdal_env=gdal_env,
+        )
+        clear = scl_clear_mask(
+            cube.sel(band="scl"),
+            resolution_m=tile.resolution_m,
+            invalid_classes=params.invalid_classes,
+            dilate_classes=params.dilate_classes,
+            dilation_m=params.dilation_m,
+            opening_m=params.opening_m,
+        )
+        reflectance = cube.sel(band=list(params.bands))
+        result = methods.mosaic(params.method, reflectance, clear,
+                                target_date=params.target_date, **params.method_options())
+        if halo:
+            result = result.isel(y=slice(halo, -halo), x=slice(halo, -halo))
+        with progress.dask_tasks(tile.tile_id) as callbacks:
+            return methods.compute(params.method, result, callbacks=callbacks)
+
+    remaining = [dict(item) for item in items]
+    dropped: list[dict[str, str]] = []
+    while True:  # each pass returns, raises, or drops one scene: bounded by len(items)
+        try:
+            computed = run(remaining)
+            break
+        except SourceReadError as exc:
+            left = [it for it in remaining if str(it.get("id")) != exc.item_id]
+            if read_failure_policy == "fail" or len(left) == len(remaining):
+                raise
+            dropped.append({"id": exc.item_id, "asset": exc.asset, "error": exc.reason})
+            progress.report(tile.tile_id, "dropped", len(dropped), len(items), unit="scenes")
+            if not left:
+                raise NoReadableSourceError(tile.tile_id, dropped) from None
+            remaining = left
     computed.attrs["halo_px"] = halo
+    computed.attrs["dropped_sources"] = dropped
     return computed
 
 
@@ -222,8 +351,24 @@ def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
 def write_tile(
     result: xr.Dataset, tile: Tile, *, base_url: str, fs: Any, params: MosaicParams
 ) -> list[WrittenAsset]:
-    """Encode and upload one COG per band, the clear count and an RGB thumbnail."""
+    """Encode and upload one COG per band, the provenance rasters and an RGB thumbnail.
+
+    ``fill`` carries its classes inside the TIFF, for a GIS: a colour table (QGIS shows
+    it as paletted, in :data:`~cloudfree.publish.FILL_COLOURS`) and the CF
+    ``flag_values``/``flag_meanings`` band metadata naming them (GDAL can keep category
+    names only in an ``.aux.xml`` sidecar, which is not written: a sidecar is no asset of
+    the item, and readers with ``GDAL_PAM_ENABLED=NO`` never see it). The item's
+    ``classification:classes`` carry the same names and colours."""
+    from cloudfree.publish import fill_colour
+
     crs, transform = f"EPSG:{tile.epsg}", tile.transform
+    classes = sorted(FILL_CLASSES.items())
+    fill_meta: dict[str, Any] = {
+        "colormap": {code: (*fill_colour(name), 0 if code == 0 else 255)
+                     for code, (name, _) in classes},
+        "band_tags": [{"flag_values": " ".join(str(code) for code, _ in classes),
+                       "flag_meanings": " ".join(name for _, (name, _) in classes)}],
+    }
     written: list[WrittenAsset] = []
     for band in params.bands:
         data = cog.write_cog(
@@ -244,7 +389,8 @@ def write_tile(
     for name, (nodata, title) in provenance.items():
         data = cog.write_cog(result[name].values, transform=transform, crs=crs,
                              nodata=nodata, band_names=[name], compress=params.compress,
-                             overview_resampling="nearest")
+                             overview_resampling="nearest",
+                             **(fill_meta if name == "fill" else {}))
         url = f"{base_url}/{name}.tif"
         cog.put(data, url, fs=fs)
         written.append(_written(name, url, data, media_type=COG_MEDIA_TYPE,
@@ -275,8 +421,21 @@ def publish_tile(
     output_collection: str,
     output_root: str,
     fs: Any,
+    token: str | None = None,
 ) -> TileOutcome:
-    """Build the complete item, write its static copy beside the COGs, then publish it."""
+    """Build the complete item, write its static copy beside the COGs, publish it, then
+    make the collection true of it (:func:`~cloudfree.publish.refresh_collection`: the
+    API collection's extent and summaries, the static ``{output_root}/collection.json``).
+
+    The static copy (``{base_url}/{item_id}.json``) is the item with relative ``self``,
+    ``root``, ``parent`` and ``collection`` links to that ``collection.json`` and relative
+    asset hrefs; the API item keeps only its ``derived_from`` and ``alternate`` links (the
+    API makes the others). A targeted method's ``cloudfree:target_date`` and the scenes
+    dropped as unreadable (``result.attrs["dropped_sources"]``) go into the item. ``token``
+    goes with every write to ``api_url``. A failed refresh is logged, not raised: the
+    item is live and complete, and the next refresh lists it."""
+    from cloudfree.publish import STATIC_COLLECTION, refresh_collection, static_item
+
     params = plan.params
     count = result["clear_count"].values
     fill = result["fill"].values
@@ -291,9 +450,20 @@ def publish_tile(
                   for code, (name, _) in sorted(FILL_CLASSES.items())},
         software=methods.software(params.method, params.method_options()),
         static_href=static_href,
+        target_date=params.target_date if get_method(params.method).targeted else None,
+        dropped_sources=list(result.attrs.get("dropped_sources") or []),
     )
-    cog.put(json.dumps(item, indent=1).encode(), static_href, fs=fs)
-    publish_item(api_url, item)
+    static = static_item(item, item_href=static_href,
+                         collection_href=f"{output_root.rstrip('/')}/{STATIC_COLLECTION}")
+    cog.put(json.dumps(static, indent=1).encode(), static_href, fs=fs)
+    publish_item(api_url, item, token=token)
+    try:
+        refresh_collection(api_url, output_collection, output_root=output_root, fs=fs,
+                           bands=params.bands, source_api_url=source_api_url, token=token)
+    except Exception as exc:  # derived state: the next refresh rebuilds it
+        log.warning("tile %s: item %s is published, but the collection was not refreshed "
+                    "(%s: %s); the next publish or a refresh of %s lists it", plan.tile.tile_id,
+                    plan.item_id, type(exc).__name__, exc, output_collection)
     return TileOutcome(plan.tile.tile_id, plan.item_id, "published",
                        {w.key: w.href for w in written}, len(plan.sources))
 
@@ -312,24 +482,142 @@ def mosaic_tile(
     fs: Any,
     gdal_env: dict[str, Any] | None = None,
     force: bool = False,
+    api_token: str | None = None,
+    read_failure_policy: Literal["fail", "drop"] = "drop",
+    lock_ttl_s: float | None = None,
+    lock_wait_s: float | None = None,
 ) -> TileOutcome:
     """Plan, compute, write and publish one tile, or skip it when the published item
-    already has the same inputs."""
+    already has the same inputs. Raises on failure (after removing what it wrote, unless
+    the live item points at it); :meth:`TileOutcome.failure` describes such a tile.
+
+    Nothing published is replaced by a different product: the item id derives from the
+    product (:func:`plan_tile`). A re-making of the same product is safe for readers:
+
+    * Same inputs as the live item, not ``force``: skipped, nothing written.
+    * No live item (a first run, or a re-run after a crash): the files go to the
+      deterministic folder (:meth:`TilePlan.deterministic_url`), over any half-written
+      files of the crashed run.
+    * A live item (``force``, or new inputs, e.g. a new scene): the files go to a folder
+      that is not, and does not contain or lie in, the live item's (the deterministic one
+      of the new inputs, or that plus a random suffix when the live item is there); the
+      item is published last; it is read back, and only once it is live with this run's
+      inputs hash and folder are the previous item's files removed.
+
+    Two runs of one tile (one item) at once, in any processes or machines: a per-item lock
+    on the object store (:mod:`cloudfree.locks`) lets one in; the other waits (at most
+    ``lock_wait_s``), then checks again, so with the same inputs it is skipped. Each run
+    leaves one consistent item: every asset href exists and lies in that item's folder.
+
+    ``api_token`` goes with every request to ``api_url`` (the writer API);
+    ``read_failure_policy`` is :func:`compute_tile`'s, and the scenes it dropped are in
+    :attr:`TileOutcome.dropped`."""
+    from cloudfree.locks import TileLock, lock_url
+
     plan = plan_tile(items, tile, window, params)
-    if not force:
-        existing = published_item(api_url, output_collection, plan.item_id)
-        if existing and existing["properties"].get("cloudfree:inputs_hash") == plan.inputs_hash:
-            return TileOutcome(tile.tile_id, plan.item_id, "skipped",
-                               {k: a["href"] for k, a in existing["assets"].items()},
-                               len(plan.sources))
-    result = compute_tile(plan.sources, tile, plan.params, gdal_env=gdal_env)
-    written = write_tile(result, tile, base_url=plan.base_url(output_root), fs=fs,
-                         params=plan.params)
-    return publish_tile(plan, result, written, api_url=api_url, source_api_url=source_api_url,
-                        source_collection=source_collection,
-                        output_collection=output_collection, output_root=output_root, fs=fs)
+    live = published_item(api_url, output_collection, plan.item_id, token=api_token)
+    if not force and live is not None and _has_inputs(live, plan):
+        return _skipped(plan, live)
+    with TileLock(lock_url(output_root, plan.item_id), fs=fs, ttl_s=lock_ttl_s,
+                  wait_s=lock_wait_s) as lock:
+        # A concurrent run of this tile may have published while this one waited.
+        live = published_item(api_url, output_collection, plan.item_id, token=api_token)
+        if not force and live is not None and _has_inputs(live, plan):
+            return _skipped(plan, live)
+        previous = item_prefix(live) if live is not None else None
+        plan = dataclasses.replace(plan, prefix=_new_prefix(plan, output_root, previous))
+        folder = plan.base_url(output_root)
+        try:
+            result = compute_tile(plan.sources, tile, plan.params, gdal_env=gdal_env,
+                                  read_failure_policy=read_failure_policy)
+            written = write_tile(result, tile, base_url=folder, fs=fs, params=plan.params)
+            lock.check()  # never publish once another run may hold the tile
+            outcome = publish_tile(plan, result, written, api_url=api_url,
+                                   source_api_url=source_api_url,
+                                   source_collection=source_collection,
+                                   output_collection=output_collection,
+                                   output_root=output_root, fs=fs, token=api_token)
+        except BaseException:
+            _discard_unless_live(fs, folder, api_url, output_collection, plan.item_id,
+                                 api_token)
+            raise
+        now = published_item(api_url, output_collection, plan.item_id, token=api_token)
+        if now is None or item_prefix(now) != folder.rstrip("/") or \
+                now["properties"].get("cloudfree:inputs_hash") != plan.inputs_hash:
+            # Not this run's item (it was replaced, its lock taken over): this run's files
+            # are referenced by nothing; the live item is left as it is.
+            log.warning("tile %s: item %s is not this run's after publishing (its files are "
+                        "in %s); removing this run's files %s", tile.tile_id, plan.item_id,
+                        item_prefix(now) if now else "nothing", folder)
+            _discard_unless_live(fs, folder, api_url, output_collection, plan.item_id,
+                                 api_token)
+            if now is None:
+                from cloudfree.errors import PublishError
+
+                raise PublishError(f"item {output_collection}/{plan.item_id}",
+                                   "the API did not return it after it was published; "
+                                   "re-run the tile")
+            return _skipped(plan, now)
+        if previous is not None and _ours_to_remove(previous, plan, output_root, folder):
+            from cloudfree.gc import remove_prefix
+
+            remove_prefix(fs, previous)
+    return dataclasses.replace(outcome, dropped=list(result.attrs.get("dropped_sources", [])))
+
+
+def _has_inputs(item: Mapping[str, Any], plan: TilePlan) -> bool:
+    """The live item is this plan's product, complete: same inputs hash and no scene
+    dropped as unreadable (an item that had to drop one is redone by the next run, which
+    reads that scene again)."""
+    props = item["properties"]
+    return bool(props.get("cloudfree:inputs_hash") == plan.inputs_hash
+                and not props.get("cloudfree:dropped_sources"))
+
+
+def _skipped(plan: TilePlan, item: Mapping[str, Any]) -> TileOutcome:
+    return TileOutcome(plan.tile.tile_id, plan.item_id, "skipped",
+                       {k: a["href"] for k, a in item["assets"].items()}, len(plan.sources),
+                       dropped=list(item["properties"].get("cloudfree:dropped_sources", [])))
+
+
+def _new_prefix(plan: TilePlan, output_root: str, previous: str | None) -> str | None:
+    """``None`` (the deterministic folder) unless it overlaps the live item's folder; then
+    that folder with a random suffix, checked not to overlap it either."""
+    deterministic = plan.deterministic_url(output_root)
+    if previous is None or not prefixes_overlap(deterministic, previous):
+        return None
+    while True:
+        fresh = f"{deterministic}-{secrets.token_hex(4)}"
+        if not prefixes_overlap(fresh, previous):
+            return fresh
+
+
+def _ours_to_remove(previous: str, plan: TilePlan, output_root: str, folder: str) -> bool:
+    """Remove the previous item's folder only where this layout put it (under the item's
+    own folder) and never over the new one."""
+    return within(previous, plan.item_url(output_root)) and \
+        previous.rstrip("/") != plan.item_url(output_root) and \
+        not prefixes_overlap(previous, folder)
+
+
+def _discard_unless_live(fs: Any, folder: str, api_url: str, collection: str, item: str,
+                         token: str | None) -> None:
+    """Remove a run's files after it failed, unless the live item points at them (the
+    publish went through before the error) or that cannot be told (the API is down):
+    then they stay, for a re-run or ``cloudfree gc``. Never raises."""
+    from cloudfree.gc import remove_prefix
+
+    try:
+        live = published_item(api_url, collection, item, token=token)
+        held = item_prefix(live) if live is not None else None
+        if held is None or not prefixes_overlap(held, folder):
+            remove_prefix(fs, folder)
+    except Exception as exc:  # the original error matters more
+        log.warning("tile files %s kept (%s: %s); 'cloudfree gc' removes them once no "
+                    "item points at them", folder, type(exc).__name__, exc)
 
 
 __all__ = ("MosaicParams", "TileOutcome", "TilePlan", "chunk_px", "compute_tile", "halo_px",
            "items_for_tile", "mask_reach_px",
-           "mosaic_tile", "plan_tile", "publish_tile", "write_tile")
+           "mosaic_tile", "plan_tile", "product_definition", "publish_tile", "source_profile",
+           "write_tile")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cloudfree.cli import _evaluate, _local, _mosaic, _plan, _train
+from cloudfree.cli import _evaluate, _gc, _local, _mosaic, _plan, _train
 from cloudfree.errors import CloudFreeError
 
 __all__ = ["build_parser", "main"]
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan.add_parser(sub)
     _evaluate.add_parser(sub)
     _train.add_parser(sub)
+    _gc.add_parser(sub)
     _local.add_demo_parser(sub)
     return parser
 

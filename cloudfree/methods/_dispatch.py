@@ -9,7 +9,7 @@ pixels beyond the tile's parameters), ``software(options)`` (what goes into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -51,16 +51,18 @@ def mosaic(name: str, reflectance: xr.DataArray, clear: xr.DataArray, *,
     return result
 
 
-def compute(name: str, result: xr.Dataset) -> xr.Dataset:
+def compute(name: str, result: xr.Dataset, *, callbacks: Sequence[Any] = ()) -> xr.Dataset:
     """A lazy mosaic computed, under the method's dask settings, with a corrected method's
-    per-tile choice moved into ``attrs["parameters"]``."""
+    per-tile choice moved into ``attrs["parameters"]``. ``callbacks``: dask callbacks for
+    this compute only (progress: :func:`cloudfree.progress.dask_tasks`)."""
     import dask
 
     from cloudfree.methods.corrected import record_choice
 
     config = getattr(get_method(name).load(), "COMPUTE_CONFIG", {})
+    extra = {"callbacks": list(callbacks)} if callbacks else {}
     with dask.config.set(config):  # e.g. so GPU annotations reach the scheduler
-        return record_choice(result.compute())
+        return record_choice(result.compute(**extra))
 
 
 def _hook(name: str, hook: str, default: Any, *args: Any) -> Any:

@@ -149,3 +149,96 @@ def test_written_cog_opens_from_disk(tmp_path):
     assert cog_validate(str(path), quiet=True)[0]
     with rasterio.open(path) as src:
         assert src.driver == "GTiff" and src.block_shapes == [(512, 512)]
+
+
+@pytest.mark.parametrize(("height", "width"), [(400, 600), (330, 540), (600, 400), (513, 64)])
+def test_every_raster_larger_than_a_block_gets_overviews(height, width):
+    """A GIS zoomed out reads overviews, not the full file: any side over the 512 px
+    block gives at least one level, down to a raster that fits in one block."""
+    data = write_cog(_dn((height, width)), transform=TRANSFORM, crs="EPSG:32633", nodata=0)
+    memfile, src = _open(data)
+    with memfile, src:
+        assert cog_validate(memfile.name, quiet=True)[0]
+        levels = src.overviews(1)
+        assert levels and levels[0] == 2
+        assert max(height, width) / levels[-1] <= 512
+    data = write_cog(_dn((512, 512)), transform=TRANSFORM, crs="EPSG:32633", nodata=0)
+    memfile, src = _open(data)
+    with memfile, src:
+        assert src.overviews(1) == []  # one block: nothing to gain
+
+
+def test_class_raster_keeps_its_colour_table_and_class_names_inside_the_tiff():
+    classes = np.random.default_rng(4).integers(0, 5, (600, 400), dtype=np.uint8)
+    colours = {0: (0, 0, 0, 0), 1: (46, 139, 87, 255), 2: (70, 130, 180, 255)}
+    tags = {"flag_values": "0 1 2", "flag_meanings": "nodata observed composited"}
+    data = write_cog(classes, transform=TRANSFORM, crs="EPSG:32633", nodata=0,
+                     band_names=["fill"], overview_resampling="nearest", colormap=colours,
+                     band_tags=[tags])
+    # the bytes alone, as a reader gets them from S3: no .aux.xml sidecar exists
+    memfile, src = _open(data)
+    with memfile, src:
+        assert src.files == [memfile.name]
+        assert cog_validate(memfile.name, quiet=True)[0]
+        assert src.colorinterp[0] == rasterio.enums.ColorInterp.palette
+        table = src.colormap(1)
+        assert table[1] == (46, 139, 87, 255) and table[2] == (70, 130, 180, 255)
+        assert table[0][3] == 0  # nodata is transparent
+        assert src.tags(1) | tags == src.tags(1)
+        assert src.descriptions == ("fill",) and src.nodata == 0
+        assert src.overviews(1) == [2]
+        np.testing.assert_array_equal(src.read(1), classes)
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"array": np.zeros((2, 8, 8), np.uint8), "colormap": {1: (1, 2, 3)}}, "colormap"),
+    ({"array": np.zeros((8, 8), np.float32), "colormap": {1: (1, 2, 3)}}, "colormap"),
+    ({"array": np.zeros((2, 8, 8), np.uint8), "band_tags": [{}]}, "band_tags"),
+])
+def test_bad_class_metadata_is_a_clear_error(kwargs, name):
+    with pytest.raises(InvalidParameterError, match=name):
+        write_cog(transform=TRANSFORM, crs="EPSG:32633", nodata=0, **kwargs)
+
+
+def test_write_tile_writes_gis_ready_cogs(tmp_path):
+    """What write_tile puts on storage, read back with rasterio as QGIS would: overviews on
+    a tile over one block, nodata, descriptions, the fill colour table and class names."""
+    import xarray as xr
+
+    from cloudfree.methods import FILL_CLASSES
+    from cloudfree.publish import fill_colour
+    from cloudfree.testing import make_tile
+    from cloudfree.tile import MosaicParams, write_tile
+
+    tile = make_tile(size=600)
+    height, width = tile.shape
+    rng = np.random.default_rng(5)
+    bands = ("red", "green", "blue")
+    result = xr.Dataset({
+        "reflectance": (("band", "y", "x"), _dn((3, height, width))),
+        "clear_count": (("y", "x"), rng.integers(0, 6, (height, width), dtype=np.uint16)),
+        "source_date": (("y", "x"), rng.integers(19_800, 19_900, (height, width),
+                                                 dtype=np.uint16)),
+        "fill": (("y", "x"), rng.integers(0, 5, (height, width), dtype=np.uint8)),
+    }, coords={"band": list(bands)})
+    written = write_tile(result, tile, base_url=str(tmp_path), fs=None,
+                         params=MosaicParams(bands=bands))
+    assert {w.key for w in written} == {*bands, "clear_count", "source_date", "fill",
+                                        "thumbnail"}
+    for asset in written:
+        if asset.kind == "thumbnail":
+            continue
+        assert cog_validate(asset.href, quiet=True)[0]
+        with rasterio.open(asset.href) as src:
+            assert src.overviews(1) == [2], asset.key
+            assert src.descriptions == (asset.key,)
+            assert src.nodata == (None if asset.key == "clear_count" else 0)
+    with rasterio.open(tmp_path / "fill.tif") as src:
+        table = src.colormap(1)
+        for code, (name, _) in FILL_CLASSES.items():
+            assert table[code][:3] == fill_colour(name)
+        assert src.tags(1)["flag_meanings"].split() == [n for n, _ in FILL_CLASSES.values()]
+        assert src.tags(1)["flag_values"].split() == [str(c) for c in FILL_CLASSES]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{b}.tif" for b in bands] + ["clear_count.tif", "source_date.tif", "fill.tif",
+                                       "thumbnail.png"])  # no .aux.xml sidecars

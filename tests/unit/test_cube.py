@@ -1,10 +1,13 @@
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
+from stackstac.rio_env import LayeredEnv
 
-from cloudfree.cube import build_cube
-from cloudfree.errors import UnknownAssetError
+from cloudfree.cube import build_cube, read_error_text
+from cloudfree.errors import SourceReadError, UnknownAssetError
+from cloudfree.storage import S3Session
 from cloudfree.testing import make_items, make_tile
 
 
@@ -59,3 +62,32 @@ def test_missing_asset_is_named(scenes):
     tile, _, _, items = scenes
     with pytest.raises(UnknownAssetError, match="nir"):
         build_cube(items, ["red", "nir"], tile=tile)
+
+
+def test_a_failed_read_names_its_scene_and_asset(scenes):
+    tile, _, _, items = scenes
+    href = items[1]["assets"]["scl"]["href"]
+    data = Path(href).read_bytes()
+    Path(href).write_bytes(data[: len(data) // 2])
+    cube = build_cube(items, ["red", "scl"], tile=tile, chunksize=16)
+    with pytest.raises(SourceReadError) as info:
+        cube.compute()
+    assert (info.value.item_id, info.value.asset, info.value.href) == (items[1]["id"], "scl",
+                                                                       href)
+
+
+def test_read_error_text_masks_credentials_and_signatures():
+    env = LayeredEnv(always={"session": S3Session("AKIAEXAMPLEKEY", "wJalrEXAMPLESECRET"),
+                             "AWS_SESSION_TOKEN": "sessiontoken123"})
+    cause = RuntimeError(
+        "HTTP response code: 403 <AWSAccessKeyId>AKIAEXAMPLEKEY</AWSAccessKeyId> "
+        "wJalrEXAMPLESECRET sessiontoken123 /vsicurl/https://host/b/x.tif?X-Amz-Signature=abc1")
+    try:
+        raise RuntimeError("Read failed. See previous exception for details.") from cause
+    except RuntimeError as exc:
+        text = read_error_text(exc, env)
+    for secret in ("AKIAEXAMPLEKEY", "wJalrEXAMPLESECRET", "sessiontoken123", "abc1"):
+        assert secret not in text
+    # GDAL's own message (the root of the chain), with the URL kept but for its query
+    assert text.startswith("HTTP response code: 403")
+    assert "https://host/b/x.tif?<query removed>" in text

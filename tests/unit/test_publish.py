@@ -43,6 +43,10 @@ def test_item_is_valid_stac_with_the_conventions():
     assert props["processing:level"] == "L3"
     assert props["proj:code"] == f"EPSG:{tile.epsg}"
     assert props["cloudfree:source_dates"] == ["2024-05-01", "2024-05-11"]
+    # the share of pixels with no clear observation, so `eo:cloud_cover < x` finds mosaics
+    assert props["eo:cloud_cover"] == 1.5 == props["cloudfree:nodata_pct"]
+    assert props["constellation"] == "sentinel-2" and props["instruments"] == ["msi"]
+    assert "platform" not in props  # the sources do not say
     derived = [link["href"] for link in item["links"] if link["rel"] == "derived_from"]
     assert derived == [
         f"http://127.0.0.1:8082/collections/sentinel-2-l2a/items/{s['id']}" for s in SOURCES
@@ -58,6 +62,7 @@ def test_item_is_valid_stac_with_the_conventions():
     assert item["assets"]["fill"]["raster:bands"][0] == {"data_type": "uint8", "nodata": 0,
                                                          "spatial_resolution": 10}
     assert item["assets"]["fill"]["classification:classes"][0]["name"] == "nodata"
+    assert all(len(c["color_hint"]) == 6 for c in item["assets"]["fill"]["classification:classes"])
     for ext in ("projection", "raster", "eo", "processing", "file"):
         assert any(f"/{ext}/" in url for url in item["stac_extensions"])
 
@@ -73,9 +78,19 @@ def test_ids_and_hashes_are_deterministic():
 
 
 def test_collection_is_valid():
-    col = pystac.Collection.from_dict(build_collection("out", bands=["red", "nir"]))
+    doc = build_collection("out", bands=["red", "nir"])
+    col = pystac.Collection.from_dict(doc)
     assets = col.extra_fields["item_assets"]
     assert set(assets) == {"red", "nir", "clear_count", "source_date", "fill", "thumbnail"}
     classes = {c["value"]: c["name"] for c in assets["fill"]["classification:classes"]}
     assert classes[0] == "nodata" and {"observed", "composited", "interpolated"} <= set(
         classes.values())
+    # (pystac drops it on reading: item_assets is core in STAC 1.1)
+    assert "https://stac-extensions.github.io/item-assets/v1.0.0/schema.json" in \
+        doc["stac_extensions"]
+    assert [link["rel"] for link in doc["links"]] == ["license"]
+    # STAC 1.0 for a licence without SPDX id (pystac, migrating to 1.1, says "other")
+    assert doc["license"] == "proprietary" and len(col.providers) == 2  # ESA, cloudfree
+    assert "Contains modified Copernicus Sentinel data" in col.description
+    # before any item: the globe from Sentinel-2's first data on
+    assert col.extent.temporal.intervals[0][1] is None
