@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from cloudfree.catalogs import resolve_bands
-from cloudfree.grid import aoi_tile, parse_bbox, parse_date_window, parse_geojson
+from cloudfree.grid import check_target_date, parse_aoi, parse_date_window
 from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.sentinel2 import DEFAULT_BANDS
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams
-from flows._tasks import (
-    MosaicMethod,
-    dask_client,
-    plan_run,
-    preflight,
-    search_task,
-    tile_task,
-)
+from flows._tasks import MosaicMethod, mosaic_area
 
 
 @flow(name="aoi-mosaic", log_prints=True)
@@ -65,25 +58,21 @@ def aoi_mosaic(
 
     The run's plan (:func:`cloudfree.plan.build_plan`, as ``cloudfree plan``) is logged
     first; a plan over the settings' budgets (``max_tiles``, ``max_scenes_per_tile``,
-    ``max_tile_memory_gib``) is refused with :class:`~cloudfree.errors.BudgetExceededError`.
+    ``max_tile_memory_gib``, ``max_pixels_per_tile``) is refused with
+    :class:`~cloudfree.errors.BudgetExceededError` before anything is written. An AOI of
+    more than ``max_pixels_per_tile`` pixels is cut into grid tiles of
+    :data:`cloudfree.plan.DEFAULT_TILE_SIZE_PX` px instead of one tile
+    (:func:`cloudfree.plan.area_tiles`), run as the regional flow runs its tiles: at most
+    ``max_tiles_in_flight`` at once, each whole on a Dask worker; a failed tile fails the
+    run after the others (:func:`flows._tasks.run_tiles`).
     """
     settings = Settings()
-    aoi = parse_geojson(geojson) if geojson is not None else parse_bbox(bbox or "")
+    aoi = parse_aoi(bbox, geojson)
     window = parse_date_window(datetime)
+    check_target_date(target_date, window)
     params = MosaicParams(bands=resolve_bands(bands) if bands else DEFAULT_BANDS,
                           method=method, target_date=target_date, resolution_m=resolution_m,
                           dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
-    tile = aoi_tile(aoi, resolution_m=resolution_m, epsg=epsg)
-    collection = collection or settings.source_collection
-    preflight(settings, bands=params.bands)
-    items = search_task(settings, collection=collection, aoi=aoi, window=window,
-                        max_cloud_pct=max_cloud_pct, bands=params.bands, source=source,
-                        assume=assume_decoding, signer=signer)
-    plan_run(settings, items, params=params, aoi=aoi, window=window, tile_size_px=None,
-             epsg=epsg, source=source, assume=assume_decoding)
-    with dask_client(settings):
-        outcome = tile_task(settings, items, tile, window, params, collection=collection,
-                            force=force)
-    get_run_logger().info("%s %s from %d scenes", outcome.status, outcome.item_id,
-                          outcome.n_sources)
-    return {"tiles": [vars(outcome)]}
+    return mosaic_area(settings, aoi=aoi, window=window, params=params, tile_size_px=None,
+                       epsg=epsg, collection=collection, max_cloud_pct=max_cloud_pct,
+                       force=force, source=source, assume=assume_decoding, signer=signer)

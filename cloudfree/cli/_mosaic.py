@@ -123,6 +123,20 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def check_request(args: argparse.Namespace, settings: Settings) -> None:
+    """The flows' own checks of the area, window, target date, CRS and the grid's budgets
+    (the same library calls), made before Prefect starts: bad input exits 2 at once, and
+    nothing is searched or written."""
+    from cloudfree.grid import check_target_date, parse_aoi, parse_date_window
+    from cloudfree.plan import Budgets, area_tiles
+
+    aoi = parse_aoi(args.bbox, args.geojson)
+    window = parse_date_window(args.datetime)
+    check_target_date(args.target_date, window)
+    area_tiles(aoi, resolution_m=args.resolution, tile_size_px=args.tile_size, epsg=args.epsg,
+               budgets=Budgets.from_settings(settings))
+
+
 def _print_outcomes(result: dict[str, Any]) -> None:
     for tile in result["tiles"]:
         print(f"{tile['status']:9s} {tile['item_id']}  ({tile['n_sources']} scenes)")
@@ -134,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.bbox and not args.geojson:
         raise InvalidAOIError(None, "no area of interest given; pass --bbox or --geojson")
     kwargs = _flow_kwargs(args)  # bad --bands fail here, before Prefect starts
-    use_local_prefect(Settings())
+    settings = Settings()
+    check_request(args, settings)  # and bad areas, windows, CRSs and budgets
+    use_local_prefect(settings)
+    if args.json:  # the output is for a program: no progress line on the terminal either
+        os.environ["CLOUDFREE_PROGRESS"] = "0"
     result: dict[str, Any]
     if args.tile_size:
         from flows.regional_mosaic import regional_mosaic

@@ -71,9 +71,9 @@ def _items(args: argparse.Namespace, settings: Settings, aoi: Any,
 
 def run(args: argparse.Namespace) -> int:
     from cloudfree.catalogs import resolve_bands
-    from cloudfree.grid import parse_bbox, parse_date_window, parse_geojson
+    from cloudfree.grid import check_epsg, parse_bbox, parse_date_window, parse_geojson
     from cloudfree.masking import DEFAULT_DILATION_M
-    from cloudfree.plan import Budgets, budget_problems, budget_table, build_plan
+    from cloudfree.plan import Budgets, area_tiles, budget_problems, budget_table, build_plan
     from cloudfree.sentinel2 import DEFAULT_BANDS
     from cloudfree.tile import MosaicParams
 
@@ -86,12 +86,16 @@ def run(args: argparse.Namespace) -> int:
     aoi = (parse_geojson(args.geojson) if args.geojson
            else parse_bbox(args.bbox) if args.bbox else None)
     window = parse_date_window(args.datetime) if args.datetime else None
+    check_epsg(args.epsg)
+    budgets = Budgets.from_settings(settings)
+    if aoi is not None:  # the grid's budgets, before any search
+        area_tiles(aoi, resolution_m=args.resolution, tile_size_px=args.tile_size,
+                   epsg=args.epsg, budgets=budgets)
     items, origin, api_url = _items(args, settings, aoi, window)
     plan = build_plan(items, params=params, aoi=aoi, window=window,
                       max_cloud_pct=args.max_cloud, tile_size_px=args.tile_size,
                       epsg=args.epsg, source=args.source, assume=args.assume_decoding,
-                      api_url=api_url, origin=origin)
-    budgets = Budgets.from_settings(settings)
+                      api_url=api_url, origin=origin, budgets=budgets)
     if args.json:
         record = plan.as_dict()
         record["budgets"] = budget_table(plan, budgets)

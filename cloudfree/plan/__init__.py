@@ -6,7 +6,10 @@ halo, :func:`cloudfree.tile.halo_px`), the scenes of each tile, how every scene 
 (:func:`cloudfree.catalogs.decode_item`: the asset key, scale and offset of each band, and
 why), and estimates each tile's memory and compute time. ``cloudfree plan`` prints it; the
 mosaic flows build the same plan first, log its :meth:`Plan.summary` and refuse to start
-when it exceeds the budgets of :class:`Budgets` (:func:`check_budgets`).
+when it exceeds the budgets of :class:`Budgets` (:func:`check_budgets`). The grid's own
+budgets come earlier, before the search (:func:`area_tiles`): the tile count, from the
+area's projected bounds before a single tile is made, and the pixels of one tile; an area
+of interest larger than ``max_pixels_per_tile`` is cut into grid tiles instead of one.
 
 Without an area of interest the items are grouped by overlapping footprint (connected
 components of intersecting bboxes, :func:`footprint_groups`); each group is cut into grid
@@ -15,7 +18,13 @@ tiles (:func:`cloudfree.grid.grid_tiles`) in the UTM zone of its centre.
 
 from __future__ import annotations
 
-from cloudfree.plan._budgets import Budgets, budget_problems, budget_table, check_budgets
+from cloudfree.plan._budgets import (
+    Budgets,
+    budget_problems,
+    budget_table,
+    check_budgets,
+    pixels_problem,
+)
 from cloudfree.plan._items import footprint_groups, item_bbox, load_items
 from cloudfree.plan._plan import (
     DEFAULT_TILE_SIZE_PX,
@@ -28,6 +37,7 @@ from cloudfree.plan._plan import (
     PlanGroup,
     PlannedScene,
     PlannedTile,
+    area_tiles,
     build_plan,
 )
 
@@ -43,6 +53,7 @@ __all__ = [
     "PlanGroup",
     "PlannedScene",
     "PlannedTile",
+    "area_tiles",
     "budget_problems",
     "budget_table",
     "build_plan",
@@ -50,4 +61,5 @@ __all__ = [
     "footprint_groups",
     "item_bbox",
     "load_items",
+    "pixels_problem",
 ]

@@ -15,12 +15,16 @@ from cloudfree.grid import (
     Bbox,
     DateWindow,
     Tile,
+    aoi_shape,
     aoi_tile,
     bbox_intersects,
+    check_epsg,
+    check_target_date,
     grid_tiles,
     utm_epsg,
 )
 from cloudfree.methods import get_method
+from cloudfree.plan._budgets import Budgets, pixels_problem
 from cloudfree.plan._items import (
     bbox_or_none,
     cloud_cover,
@@ -32,7 +36,7 @@ from cloudfree.plan._items import (
 from cloudfree.tile import MosaicParams, halo_px, items_for_tile
 
 __all__ = ["DEFAULT_TILE_SIZE_PX", "THROUGHPUT_PIXEL_DATES_PER_S", "Plan", "PlanGroup",
-           "PlannedScene", "PlannedTile", "build_plan"]
+           "PlannedScene", "PlannedTile", "area_tiles", "build_plan"]
 
 #: Grid tile size when items are planned without an area of interest.
 DEFAULT_TILE_SIZE_PX = 2048
@@ -262,6 +266,42 @@ class Plan:
         return "\n".join(lines)
 
 
+def area_tiles(aoi: AOI, *, resolution_m: float, tile_size_px: int | None,
+               epsg: int | None = None, budgets: Budgets | None = None
+               ) -> tuple[list[Tile], int | None]:
+    """The tiles of a run over ``aoi``, and the grid tile size they have (None: one tile over
+    the AOI), budgeted before any tile is made and before any search.
+
+    The rule: with ``tile_size_px`` (a regional run), grid tiles of that size, refused when
+    one tile has more than ``max_pixels_per_tile`` pixels or the grid, counted from the
+    AOI's projected bounds, more than ``max_tiles`` tiles. Without (an AOI run), one tile
+    over the AOI while its pixels are at most ``max_pixels_per_tile``; a larger AOI is cut
+    into grid tiles of :data:`DEFAULT_TILE_SIZE_PX` px, under the same ``max_tiles``.
+
+    Raises:
+        BudgetExceededError: the budget, the figure, how to split the run and the env var
+            that raises it.
+        InvalidParameterError: a bad ``epsg``, ``resolution_m`` or ``tile_size_px``.
+    """
+    budgets = budgets or Budgets()
+    check_epsg(epsg)
+    if tile_size_px is None:
+        shape = aoi_shape(aoi, resolution_m=resolution_m, epsg=epsg)
+        if shape[0] * shape[1] <= budgets.max_pixels_per_tile:
+            return [aoi_tile(aoi, resolution_m=resolution_m, epsg=epsg)], None
+        tile_size_px = DEFAULT_TILE_SIZE_PX
+    else:
+        if tile_size_px <= 0:
+            raise InvalidParameterError("tile_size_px", tile_size_px,
+                                        "give a positive tile size")
+        problem = pixels_problem((tile_size_px, tile_size_px), budgets,
+                                 what=f"a {tile_size_px} px grid tile")
+        if problem:
+            raise problem
+    return grid_tiles(aoi, resolution_m=resolution_m, tile_size_px=tile_size_px, epsg=epsg,
+                      max_tiles=budgets.max_tiles), tile_size_px
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -324,6 +364,7 @@ def build_plan(
     assume: str | None = None,
     api_url: str | None = None,
     origin: str = "items",
+    budgets: Budgets | None = None,
 ) -> Plan:
     """The plan of a mosaic run over ``items`` (reads no pixel).
 
@@ -339,11 +380,25 @@ def build_plan(
         epsg: output CRS (default: the UTM zone of the AOI's or group's centre).
         source, assume, api_url: as :func:`cloudfree.catalogs.decode_item`.
         origin: ``"search"`` or ``"items"``, for the record.
+        budgets: the grid's budgets (:func:`area_tiles`: ``max_tiles`` counted before any
+            tile is made, ``max_pixels_per_tile``; default :class:`Budgets`' defaults); the
+            plan's own figures are checked by :func:`check_budgets`.
+
+    With an AOI and no ``tile_size_px``, the AOI is one tile unless it is larger than
+    ``max_pixels_per_tile``: then it is cut into grid tiles (:func:`area_tiles`).
 
     Raises:
-        UnsupportedItemError, UnknownAssetError, UndecodableItemError, InvalidParameterError.
+        UnsupportedItemError, UnknownAssetError, UndecodableItemError, InvalidParameterError,
+        BudgetExceededError (the grid's budgets).
     """
     params = params or MosaicParams()
+    budgets = budgets or Budgets()
+    check_epsg(epsg)
+    if window is not None:
+        check_target_date(params.target_date, window)
+    if aoi is not None:  # the grid is budgeted before any item is looked at
+        area_tiles(aoi, resolution_m=params.resolution_m, tile_size_px=tile_size_px,
+                   epsg=epsg, budgets=budgets)
     given: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for raw in items:
@@ -386,11 +441,14 @@ def build_plan(
         minx, miny, maxx, maxy = area.bbox
         crs = epsg or utm_epsg((minx + maxx) / 2, (miny + maxy) / 2)
         groups.append(PlanGroup(index, area.bbox, crs, tuple(str(kept[i]["id"]) for i in group)))
-        if aoi is not None and tile_size_px is None:
-            candidates = [aoi_tile(area, resolution_m=params.resolution_m, epsg=crs)]
+        if aoi is not None:
+            candidates, size = area_tiles(area, resolution_m=params.resolution_m, epsg=crs,
+                                          tile_size_px=tile_size_px, budgets=budgets)
+            tile_size_px = size  # an AOI over max_pixels_per_tile is cut into grid tiles
         else:
             candidates = grid_tiles(area, resolution_m=params.resolution_m, epsg=crs,
-                                    tile_size_px=tile_size_px or DEFAULT_TILE_SIZE_PX)
+                                    tile_size_px=tile_size_px or DEFAULT_TILE_SIZE_PX,
+                                    max_tiles=budgets.max_tiles)
         for tile in candidates:
             if not items_for_tile(kept, tile) or tile.tile_id in tiles:
                 continue  # no scene over the tile itself, or listed already

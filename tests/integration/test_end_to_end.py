@@ -12,16 +12,9 @@ from cloudfree import cli
 from cloudfree.demo import demo_region
 from cloudfree.grid import parse_date_window
 from cloudfree.storage import s3_filesystem
-from cloudfree.testing import settings_environment
 from cloudfree.tile import MosaicParams, compute_tile
 
 TILE_PX = 64
-
-
-@pytest.fixture(scope="module")
-def env(stack):
-    with settings_environment(stack):
-        yield stack
 
 
 @pytest.fixture(scope="module")

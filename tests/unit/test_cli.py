@@ -55,7 +55,7 @@ def _action(command, dest):
 def test_one_tree_with_every_command():
     (sub,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
     assert list(sub.choices) == ["services", "demo-catalog", "mosaic", "plan", "evaluate", "train",
-                                 "demo"]
+                                 "gc", "demo"]
     for command in sub.choices:
         with pytest.raises(SystemExit) as info:
             cli.main([command, "--help"])
@@ -130,3 +130,77 @@ def test_mosaic_refuses_bad_catalog_options_before_any_flow(option, value, expec
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
+
+
+# --------------------------------------------------------------------------- bad input (issue 13)
+
+BOWTIE = {"type": "Polygon", "coordinates": [[[15.05, 46.0], [15.12, 46.03], [15.12, 46.0],
+                                              [15.05, 46.03], [15.05, 46.0]]]}
+WINDOW = "2024-04-01/2024-10-28"
+AOI = "15.05,46.00,15.12,46.03"
+
+
+def _geojson(tmp_path, data):
+    path = tmp_path / "aoi.geojson"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+BAD_MOSAIC = {
+    "epsg 999999": (lambda tmp: ["--bbox", AOI, "--datetime", WINDOW, "--epsg", "999999"],
+                    ["invalid epsg 999999: no such EPSG code", "projected CRS in metres",
+                     "leave --epsg out"]),
+    "epsg in degrees": (lambda tmp: ["--bbox", AOI, "--datetime", WINDOW, "--epsg", "4326"],
+                        ["invalid epsg 4326", "not projected in metres"]),
+    "over the tile budget": (
+        lambda tmp: ["--bbox", "5,40,25,55", "--datetime", WINDOW, "--tile-size", "512"],
+        ["the plan exceeds the budget max_tiles (112560 > 10000)", "335 x 336 = 112560 tiles",
+         "split the run into at least 12 smaller areas", "larger --tile-size",
+         "CLOUDFREE_MAX_TILES=112560"]),
+    "over the pixel budget": (
+        lambda tmp: ["--bbox", AOI, "--datetime", WINDOW, "--tile-size", "20000"],
+        ["budget max_pixels_per_tile", "20000 x 20000 px", "--tile-size of at most 16384 px",
+         "CLOUDFREE_MAX_PIXELS_PER_TILE"]),
+    "null geometry": (
+        lambda tmp: ["--geojson", _geojson(tmp, {"type": "Feature", "properties": {},
+                                                 "geometry": None}), "--datetime", WINDOW],
+        ["invalid area of interest", "aoi.geojson", 'the Feature has no geometry ("geometry": '
+         'null)', "Polygon or MultiPolygon"]),
+    "bowtie": (lambda tmp: ["--geojson", _geojson(tmp, BOWTIE), "--datetime", WINDOW],
+               ["invalid area of interest", "aoi.geojson", "not valid (Self-intersection",
+                "do not self-intersect"]),
+    "bad time": (lambda tmp: ["--bbox", AOI, "--datetime", "2024-01-01T99:99/2024-02-01"],
+                 ["invalid date window '2024-01-01T99:99/2024-02-01'", "'2024-01-01T99:99'",
+                  "hour must be in 0..23"]),
+    "target date outside": (
+        lambda tmp: ["--bbox", AOI, "--datetime", WINDOW, "--method", "interpolate",
+                     "--target-date", "2024-12-15"],
+        ["invalid target_date '2024-12-15'", "outside the window 2024-04-01/2024-10-28",
+         "inside the --datetime window"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MOSAIC))
+def test_mosaic_bad_input_exits_2_before_any_service(case, tmp_path, capsys, monkeypatch):
+    """Each is refused by the library's checks before Prefect starts or anything is searched
+    or written: with every service port pointing at the discard port, the error is still
+    the input's, not an unreachable service's."""
+    for var in ("CLOUDFREE_STAC_PORT", "CLOUDFREE_S3_PORT", "CLOUDFREE_PREFECT_PORT"):
+        monkeypatch.setenv(var, "9")
+    argv, expected = BAD_MOSAIC[case]
+    assert cli.main(["mosaic", *argv(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.err.startswith("cloudfree: error: ")
+    for text in expected:
+        assert text in captured.err, (case, text)
+
+
+def test_plan_refuses_the_same_inputs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLOUDFREE_STAC_PORT", "9")
+    assert cli.main(["plan", "--bbox", "5,40,25,55", "--datetime", WINDOW,
+                     "--tile-size", "512"]) == 2
+    assert "budget max_tiles (112560 > 10000)" in capsys.readouterr().err
+    assert cli.main(["plan", "--bbox", AOI, "--datetime", WINDOW, "--epsg", "999999"]) == 2
+    assert "invalid epsg 999999" in capsys.readouterr().err

@@ -4,9 +4,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudfree.errors import CloudFreeError, InvalidAOIError, InvalidDateWindowError
+from cloudfree.errors import (
+    BudgetExceededError,
+    CloudFreeError,
+    InvalidAOIError,
+    InvalidDateWindowError,
+    InvalidParameterError,
+)
 from cloudfree.grid import (
     aoi_tile,
+    check_epsg,
+    check_target_date,
+    grid_size,
     grid_tiles,
     parse_bbox,
     parse_date_window,
@@ -116,3 +125,102 @@ def test_tile_transform_matches_bounds():
     h, w = tile.shape
     assert (c, f) == (tile.bounds[0], tile.bounds[3])
     assert c + a * w == tile.bounds[2] and f + e * h == tile.bounds[1]
+
+
+# --------------------------------------------------------------------------- bad input (issue 13)
+
+
+def _feature(geometry):
+    return {"type": "Feature", "properties": {}, "geometry": geometry}
+
+
+SQUARE = {"type": "Polygon", "coordinates": [[[14.0, 45.0], [14.1, 45.0], [14.1, 45.1],
+                                              [14.0, 45.1], [14.0, 45.0]]]}
+BOWTIE = {"type": "Polygon", "coordinates": [[[14.0, 45.0], [14.1, 45.1], [14.1, 45.0],
+                                              [14.0, 45.1], [14.0, 45.0]]]}
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    (_feature(None), 'the Feature has no geometry ("geometry": null)'),
+    ({"type": "Feature", "properties": {}}, 'the Feature has no geometry ("geometry": null)'),
+    ({"type": "FeatureCollection", "features": [_feature(SQUARE), _feature(None)]},
+     'feature 1 has no geometry'),
+    (BOWTIE, "the polygon is not valid (Self-intersection[14.05 45.05])"),
+    (_feature(BOWTIE), "do not self-intersect"),
+    ([1, 2], "GeoJSON must be an object"),
+    ({"type": "Polygon", "coordinates": [[[14.0, 45.0], "x", [14.1, 45.1], [14.0, 45.0]]]},
+     "malformed coordinates"),
+])
+def test_unusable_geojson_is_refused_naming_it(source, expected):
+    with pytest.raises(InvalidAOIError) as info:
+        parse_geojson(source)
+    assert expected in str(info.value)
+    assert repr(source)[:20] in str(info.value)
+
+
+def test_valid_geojson_still_parses():
+    assert parse_geojson(_feature(SQUARE)).bbox == (14.0, 45.0, 14.1, 45.1)
+    holes = {"type": "Polygon", "coordinates": [
+        SQUARE["coordinates"][0],
+        [[14.02, 45.02], [14.02, 45.04], [14.04, 45.04], [14.04, 45.02], [14.02, 45.02]]]}
+    assert parse_geojson(holes).geometry == holes
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("2024-01-01T99:99/2024-02-01", "hour must be in 0..23"),
+    ("2024-01-01T10:61:00Z/2024-02-01", "minute must be in 0..59"),
+    ("2024-01-01Tnoon/2024-02-01", "not an ISO date or RFC 3339 datetime"),
+    ("2024-02-30/2024-03-01", "day is out of range for month"),
+])
+def test_every_part_of_a_datetime_is_checked(text, reason):
+    with pytest.raises(InvalidDateWindowError) as info:
+        parse_date_window(text)
+    assert repr(text) in str(info.value) and reason in str(info.value)
+
+
+def test_rfc3339_datetimes_give_their_days():
+    window = parse_date_window("2024-01-01T00:00:00Z/2024-02-01T23:59:59.5+00:00")
+    assert (window.start.isoformat(), window.end.isoformat()) == ("2024-01-01", "2024-02-01")
+
+
+def test_target_date_must_lie_in_the_window():
+    window = parse_date_window("2024-04-01/2024-10-28")
+    check_target_date(None, window)
+    check_target_date("2024-04-01", window)
+    check_target_date("2024-10-28", window)
+    for day in ("2024-03-31", "2024-10-29"):
+        with pytest.raises(InvalidParameterError, match=f"'{day}': it lies outside the window "
+                                                        "2024-04-01/2024-10-28"):
+            check_target_date(day, window)
+    with pytest.raises(InvalidParameterError, match="ISO date"):
+        check_target_date("15 June", window)
+
+
+@pytest.mark.parametrize(("epsg", "expected"), [
+    (999999, "no such EPSG code"),
+    (4326, "WGS 84 is not projected in metres (units: degree)"),
+    (2263, "not projected in metres (units: US survey foot)"),
+])
+def test_unusable_crs_is_refused(epsg, expected):
+    aoi = parse_bbox("15.05,46.00,15.12,46.03")
+    for make in (lambda: aoi_tile(aoi, resolution_m=10, epsg=epsg),
+                 lambda: grid_tiles(aoi, resolution_m=10, tile_size_px=64, epsg=epsg),
+                 lambda: check_epsg(epsg)):
+        with pytest.raises(InvalidParameterError) as info:
+            make()
+        assert f"invalid epsg {epsg}" in str(info.value) and expected in str(info.value)
+    assert check_epsg(3035) == 3035 and check_epsg(None) is None
+
+
+def test_the_grid_is_counted_before_it_is_made():
+    aoi = parse_bbox("14.5,45.8,14.6,45.9")
+    assert grid_size(aoi, resolution_m=10, tile_size_px=256, epsg=32633) == (4, 5)
+    assert len(grid_tiles(aoi, resolution_m=10, tile_size_px=256, epsg=32633)) == 20
+    assert len(grid_tiles(aoi, resolution_m=10, tile_size_px=256, max_tiles=20)) == 20
+    with pytest.raises(BudgetExceededError) as info:
+        grid_tiles(aoi, resolution_m=10, tile_size_px=256, epsg=32633, max_tiles=19)
+    assert (info.value.budget, info.value.figure, info.value.limit) == ("max_tiles", 20, 19)
+    assert "4 x 5 = 20 tiles; split the run into at least 2 smaller areas" in str(info.value)
+    # a grid of 10^13 one-pixel tiles: refused from its bounds, never enumerated
+    with pytest.raises(BudgetExceededError, match="CLOUDFREE_MAX_TILES"):
+        grid_tiles(parse_bbox("-30,-60,30,60"), resolution_m=1, tile_size_px=1, max_tiles=10)

@@ -342,3 +342,83 @@ def test_the_readme_profile_table_is_the_profiles():
     table = readme[readme.index("### Catalog profiles"):readme.index("### How decoding")]
     listed = [line for line in table.splitlines() if line.startswith("| `")]
     assert listed == _profile_rows()
+
+
+# --------------------------------------------------------------------------- the grid's budgets
+
+
+DEMO_AOI = "15.05,46.00,15.12,46.03"  # the acceptance AOI: ~540 x 340 px at 10 m
+
+
+def test_a_small_aoi_is_one_tile_and_a_large_one_is_cut_into_grid_tiles():
+    from cloudfree.grid import aoi_tile, grid_tiles
+    from cloudfree.plan import DEFAULT_TILE_SIZE_PX, area_tiles
+
+    aoi = parse_bbox(DEMO_AOI)
+    tiles, size = area_tiles(aoi, resolution_m=10, tile_size_px=None)
+    assert size is None and tiles == [aoi_tile(aoi, resolution_m=10)]
+    rows, cols = tiles[0].shape
+    # one pixel over max_pixels_per_tile: cut into the grid of DEFAULT_TILE_SIZE_PX tiles
+    budgets = Budgets(max_pixels_per_tile=rows * cols - 1)
+    cut, size = area_tiles(aoi, resolution_m=10, tile_size_px=None, budgets=budgets)
+    assert size == DEFAULT_TILE_SIZE_PX
+    assert cut == grid_tiles(aoi, resolution_m=10, tile_size_px=DEFAULT_TILE_SIZE_PX)
+    assert area_tiles(aoi, resolution_m=10, tile_size_px=None,
+                      budgets=Budgets(max_pixels_per_tile=rows * cols))[1] is None
+    # 10 x 10 degrees at 10 m is ~9.6 Gpx: never one tile under the default budget
+    big, size = area_tiles(parse_bbox("10,40,20,50"), resolution_m=10, tile_size_px=None)
+    assert size == DEFAULT_TILE_SIZE_PX and len(big) > 1
+    assert all(t.shape == (size, size) for t in big)
+
+
+def test_grid_budgets_refuse_before_any_tile_is_made():
+    from cloudfree.plan import area_tiles
+
+    with pytest.raises(BudgetExceededError) as info:
+        area_tiles(parse_bbox("5,40,25,55"), resolution_m=10, tile_size_px=512)
+    assert (info.value.budget, info.value.figure) == ("max_tiles", 112560)
+    assert "split the run into at least 12 smaller areas" in str(info.value)
+    with pytest.raises(BudgetExceededError) as info:
+        area_tiles(parse_bbox(DEMO_AOI), resolution_m=10, tile_size_px=4096,
+                   budgets=Budgets(max_pixels_per_tile=2048 * 2048))
+    assert info.value.budget == "max_pixels_per_tile"
+    assert "--tile-size of at most 2048 px" in str(info.value)
+
+
+@needs_items
+def test_build_plan_checks_the_grid_the_crs_and_the_target_date():
+    items = load_items(_files(ES, PC))
+    with pytest.raises(BudgetExceededError, match="max_tiles"):
+        build_plan(items, aoi=parse_bbox("-106,39,-104,41"), tile_size_px=64,
+                   budgets=Budgets(max_tiles=100))
+    with pytest.raises(BudgetExceededError, match="max_tiles"):  # grouped items, no AOI
+        build_plan(items, tile_size_px=64, budgets=Budgets(max_tiles=100))
+    with pytest.raises(InvalidParameterError, match="invalid epsg 999999"):
+        build_plan(items, epsg=999999)
+    with pytest.raises(InvalidParameterError, match="outside the window"):
+        build_plan(items, params=MosaicParams(method="interpolate", target_date="2020-01-01"),
+                   window=parse_date_window("2025-07-01/2025-07-31"))
+    plan = build_plan(items, tile_size_px=512)
+    pixels = budget_problems(plan, Budgets(max_pixels_per_tile=512 * 512 - 1))
+    assert [p.budget for p in pixels] == ["max_pixels_per_tile"]
+    assert check_budgets(plan, Budgets(max_pixels_per_tile=512 * 512)) is None
+
+
+def test_the_pixel_budget_comes_from_the_settings(monkeypatch):
+    monkeypatch.setenv("CLOUDFREE_MAX_PIXELS_PER_TILE", "1000000")
+    assert Budgets.from_settings(Settings()).max_pixels_per_tile == 1_000_000
+
+
+def test_local_workers_never_use_more_threads_than_cores(monkeypatch):
+    """The flows' LocalCluster: one tile per worker, workers x each tile's threads <= cores,
+    and no more workers than tiles in flight."""
+    from flows._tasks import local_workers
+
+    for in_flight in (1, 2, 3, 4, 8):
+        monkeypatch.setenv("CLOUDFREE_MAX_TILES_IN_FLIGHT", str(in_flight))
+        settings = Settings()
+        for cores in (1, 2, 3, 4, 6, 16):
+            workers, threads = local_workers(settings, cores)
+            assert 1 <= workers <= min(in_flight, 4) and threads >= 1
+            assert workers * threads <= cores, (in_flight, cores)
+        assert local_workers(settings, 16) == (min(in_flight, 4), 16 // min(in_flight, 4))
