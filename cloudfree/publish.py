@@ -719,6 +719,35 @@ def refresh_collection(api_url: str, collection_id: str, *, output_root: str, fs
     return static
 
 
+def merge_extent(api_url: str, collection_id: str, item: Mapping[str, Any], *,
+                 token: str | None = None) -> bool:
+    """Grow the API collection's extent to cover ``item``: one GET and at most one PUT,
+    whatever the collection's size. What each tile of a run does on publishing (the
+    extent is true as each item goes live); the run's end then rebuilds the collection
+    whole (:func:`refresh_collection`), which also shrinks it after removals and settles
+    the case of two tiles merging at once (one growth may be lost in between). Returns
+    whether it changed the collection."""
+    url = f"{api_url.rstrip('/')}/collections/{collection_id}"
+    existing = get_json(url, token=token)
+    if existing is None:
+        return False
+    mine = LiveItem.from_item(item)
+    extent = existing.get("extent") or {}
+    if extent == collection_extent([]):  # no item yet: the extent becomes this item's
+        merged = collection_extent([mine])
+    else:
+        box = ((extent.get("spatial") or {}).get("bbox") or [list(mine.bbox)])[0]
+        interval = ((extent.get("temporal") or {}).get("interval") or [[None, None]])[0]
+        so_far = LiveItem(id="", bbox=(float(box[0]), float(box[1]), float(box[2]),
+                                       float(box[3])),
+                          start=str(interval[0] or mine.start), end=str(interval[1] or mine.end))
+        merged = collection_extent([so_far, mine])
+    if merged == extent:
+        return False
+    upsert_collection(api_url, {**existing, "extent": merged}, token=token)
+    return True
+
+
 def published_item(api_url: str, collection_id: str, item_id: str, *,
                    token: str | None = None) -> dict[str, Any] | None:
     """The live item, or ``None`` when the API has none by that id."""

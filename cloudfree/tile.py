@@ -422,10 +422,14 @@ def publish_tile(
     output_root: str,
     fs: Any,
     token: str | None = None,
+    refresh: bool = True,
 ) -> TileOutcome:
     """Build the complete item, write its static copy beside the COGs, publish it, then
     make the collection true of it (:func:`~cloudfree.publish.refresh_collection`: the
     API collection's extent and summaries, the static ``{output_root}/collection.json``).
+    ``refresh=False`` (the tiles of a flow run): only grow the API collection's extent
+    (:func:`~cloudfree.publish.merge_extent`, constant cost); the run refreshes the whole
+    collection once at its end, since a refresh lists every live item.
 
     The static copy (``{base_url}/{item_id}.json``) is the item with relative ``self``,
     ``root``, ``parent`` and ``collection`` links to that ``collection.json`` and relative
@@ -434,7 +438,12 @@ def publish_tile(
     dropped as unreadable (``result.attrs["dropped_sources"]``) go into the item. ``token``
     goes with every write to ``api_url``. A failed refresh is logged, not raised: the
     item is live and complete, and the next refresh lists it."""
-    from cloudfree.publish import STATIC_COLLECTION, refresh_collection, static_item
+    from cloudfree.publish import (
+        STATIC_COLLECTION,
+        merge_extent,
+        refresh_collection,
+        static_item,
+    )
 
     params = plan.params
     count = result["clear_count"].values
@@ -458,8 +467,11 @@ def publish_tile(
     cog.put(json.dumps(static, indent=1).encode(), static_href, fs=fs)
     publish_item(api_url, item, token=token)
     try:
-        refresh_collection(api_url, output_collection, output_root=output_root, fs=fs,
-                           bands=params.bands, source_api_url=source_api_url, token=token)
+        if refresh:
+            refresh_collection(api_url, output_collection, output_root=output_root, fs=fs,
+                               bands=params.bands, source_api_url=source_api_url, token=token)
+        else:
+            merge_extent(api_url, output_collection, item, token=token)
     except Exception as exc:  # derived state: the next refresh rebuilds it
         log.warning("tile %s: item %s is published, but the collection was not refreshed "
                     "(%s: %s); the next publish or a refresh of %s lists it", plan.tile.tile_id,
@@ -486,6 +498,7 @@ def mosaic_tile(
     read_failure_policy: Literal["fail", "drop"] = "drop",
     lock_ttl_s: float | None = None,
     lock_wait_s: float | None = None,
+    refresh: bool = True,
 ) -> TileOutcome:
     """Plan, compute, write and publish one tile, or skip it when the published item
     already has the same inputs. Raises on failure (after removing what it wrote, unless
@@ -509,7 +522,8 @@ def mosaic_tile(
     ``lock_wait_s``), then checks again, so with the same inputs it is skipped. Each run
     leaves one consistent item: every asset href exists and lies in that item's folder.
 
-    ``api_token`` goes with every request to ``api_url`` (the writer API);
+    ``refresh`` is :func:`publish_tile`'s. ``api_token`` goes with every request to
+    ``api_url`` (the writer API);
     ``read_failure_policy`` is :func:`compute_tile`'s, and the scenes it dropped are in
     :attr:`TileOutcome.dropped`."""
     from cloudfree.locks import TileLock, lock_url
@@ -536,7 +550,8 @@ def mosaic_tile(
                                    source_api_url=source_api_url,
                                    source_collection=source_collection,
                                    output_collection=output_collection,
-                                   output_root=output_root, fs=fs, token=api_token)
+                                   output_root=output_root, fs=fs, token=api_token,
+                                   refresh=refresh)
         except BaseException:
             _discard_unless_live(fs, folder, api_url, output_collection, plan.item_id,
                                  api_token)

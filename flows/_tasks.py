@@ -267,6 +267,7 @@ def tile_task(settings: Settings, items: list[dict[str, Any]], tile: Tile, windo
         output_root=f"s3://{settings.bucket}/{settings.output_collection}",
         force=force,
         read_failure_policy=settings.read_failure_policy,
+        refresh=False,  # the run refreshes the collection once, at its end (run_tiles)
     )
     env = WorkerEnv.from_settings(settings)
     client = get_client()
@@ -308,6 +309,23 @@ def tile_rows(outcomes: Sequence[TileOutcome]) -> list[dict[str, Any]]:
     """The per-tile table: tile, status, item, scenes, error."""
     return [{"tile": o.tile_id, "status": o.status, "item": o.item_id, "scenes": o.n_sources,
              "error": o.error or ""} for o in outcomes]
+
+
+def refresh_output(settings: Settings, params: MosaicParams, logger: Any) -> None:
+    """Make the output collection and its static ``collection.json`` true of every live
+    item, once per run (:func:`cloudfree.publish.refresh_collection`); the tiles only grew
+    the extent as they published. A failure is logged: the items are live, and the next
+    run's refresh lists them."""
+    from cloudfree.publish import refresh_collection
+
+    try:
+        refresh_collection(settings.stac_publish_url, settings.output_collection,
+                           output_root=f"s3://{settings.bucket}/{settings.output_collection}",
+                           fs=s3_filesystem(settings.storage_options()), bands=params.bands,
+                           source_api_url=source_url(settings), token=settings.stac_token())
+    except Exception as exc:  # derived state: never fail a run whose tiles are published
+        logger.warning("the collection %s was not refreshed (%s: %s); the next run's refresh "
+                       "lists its items", settings.output_collection, type(exc).__name__, exc)
 
 
 def run_tiles(settings: Settings, items: Sequence[Mapping[str, Any]], tiles: Sequence[Tile],
@@ -360,6 +378,8 @@ def run_tiles(settings: Settings, items: Sequence[Mapping[str, Any]], tiles: Seq
             if following is not None:
                 submit(following)
     outcomes = [done[t.tile_id] for t in tiles]
+    if any(o.status == "published" for o in outcomes):
+        refresh_output(settings, params, logger)
     failed = [(o.tile_id, str(o.error)) for o in outcomes if o.status == "failed"]
     create_table_artifact(
         key="mosaic-tiles", table=tile_rows(outcomes),

@@ -16,7 +16,9 @@ from cloudfree.grid import grid_tiles, parse_bbox, parse_date_window
 from cloudfree.publish import (
     LICENSE_URL,
     STATIC_COLLECTION,
+    collection_extent,
     ensure_collection,
+    merge_extent,
     published_item,
     refresh_collection,
 )
@@ -199,3 +201,29 @@ def test_concurrent_refreshes_list_every_item(published, env, fs):
     assert not errors
     listed = sorted(x["title"] for x in _static(fs, env)["links"] if x["rel"] == "item")
     assert listed == _api_ids(env)
+
+
+def test_each_publish_grows_the_extent_at_constant_cost(env):
+    """``merge_extent`` (what a flow's tiles do on publishing): the placeholder extent
+    becomes the first item's, a second item widens it, an item inside it changes nothing."""
+    cid = "cloudfree-merge-extent-test"
+    url, token = env.stac_publish_url, env.stac_token()
+    ensure_collection(url, cid, bands=BANDS, token=token)
+
+    def item(bbox, start, end):
+        return {"id": "x", "bbox": bbox,
+                "properties": {"start_datetime": start, "end_datetime": end}}
+
+    def extent():
+        return get_json(f"{env.stac_url}/collections/{cid}")["extent"]
+
+    assert extent() == collection_extent([])
+    first = item([15.0, 46.0, 15.1, 46.1], "2024-04-01T00:00:00Z", "2024-06-30T23:59:59Z")
+    assert merge_extent(url, cid, first, token=token)
+    assert extent()["spatial"]["bbox"] == [[15.0, 46.0, 15.1, 46.1]]
+    second = item([15.05, 45.9, 15.3, 46.05], "2024-03-01T00:00:00Z", "2024-05-31T23:59:59Z")
+    assert merge_extent(url, cid, second, token=token)
+    assert extent() == {"spatial": {"bbox": [[15.0, 45.9, 15.3, 46.1]]},
+                        "temporal": {"interval": [["2024-03-01T00:00:00Z",
+                                                   "2024-06-30T23:59:59Z"]]}}
+    assert not merge_extent(url, cid, first, token=token)
