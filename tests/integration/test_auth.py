@@ -208,10 +208,12 @@ def _prefect_logs(stack: Settings) -> list[str]:
         offset += 200
 
 
-def test_a_debug_mosaic_run_leaks_no_secret(stack, demo_scenes, output_collection, tmp_path):
+def test_a_debug_mosaic_run_leaks_no_secret(stack, demo_scenes, tmp_path):
     """A whole `cloudfree mosaic` in a subprocess, every logger at DEBUG: its output, the
     Prefect logs, the services' logs, the API's items and collection and every JSON in
-    S3 hold none of the secret values."""
+    S3 hold none of the secret values. Into a collection of its own, so the other
+    modules' runs of the demo region into the default one are not skipped."""
+    output_collection = "cloudfree-secrets-test"
     from cloudfree.demo import demo_region
 
     epsg, bbox, window = demo_region(demo_scenes, tile_size_px=64)
@@ -223,6 +225,7 @@ def test_a_debug_mosaic_run_leaks_no_secret(stack, demo_scenes, output_collectio
         "PREFECT_LOGGING_ROOT_LEVEL": "DEBUG",
         "PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL": "DEBUG",
         "CLOUDFREE_OUT_DIR": str(tmp_path / "out"),
+        "CLOUDFREE_OUTPUT_COLLECTION": output_collection,
     }
     script = ("import logging, sys; logging.basicConfig(level=logging.DEBUG); "
               "from cloudfree import cli; sys.exit(cli.main(sys.argv[1:]))")
