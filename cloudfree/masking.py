@@ -63,16 +63,33 @@ def opening(mask: BoolArray, *, radius_px: float) -> BoolArray:
 
 
 def dilate(mask: BoolArray, *, radius_px: float) -> BoolArray:
-    """Grow a boolean (..., y, x) mask by a Euclidean radius in pixels, per 2-D frame."""
-    if radius_px <= 0:
-        return mask
-    out = np.empty_like(mask, dtype=bool)
-    for index in np.ndindex(mask.shape[:-2]):
-        frame = mask[index]
-        if frame.any():
-            out[index] = ndimage.distance_transform_edt(~frame) <= radius_px
+    """Grow a boolean (..., y, x) mask by a Euclidean radius in pixels, per 2-D frame:
+    True where a True pixel lies within ``radius_px`` (outside the array counts as False).
+
+    The same mask as ``distance_transform_edt(~frame) <= radius_px`` per frame, built as
+    the union of row-shifted 1-D maximum filters (one per disk row width): O(radius)
+    passes over the whole stack, several times faster than a distance transform per frame.
+    """
+    if radius_px <= 0 or not mask.any():
+        return mask.copy()
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    r = int(math.floor(radius_px))
+    data = mask.view(np.uint8)
+    out = np.zeros_like(mask)
+    rows = mask.shape[-2]
+    widths: dict[int, NDArray[np.uint8]] = {}
+    for dy in range(-r, r + 1):
+        if abs(dy) >= rows:
+            continue
+        w = int(math.floor(math.sqrt(max(radius_px * radius_px - dy * dy, 0.0))))
+        if w not in widths:
+            widths[w] = ndimage.maximum_filter1d(data, size=2 * w + 1, axis=-1,
+                                                 mode="constant", cval=0)
+        grown = widths[w].view(bool)
+        if dy >= 0:  # a pixel dy rows below a True pixel
+            out[..., dy:, :] |= grown[..., : rows - dy, :]
         else:
-            out[index] = False
+            out[..., :dy, :] |= grown[..., -dy:, :]
     return out
 
 

@@ -147,3 +147,25 @@ def test_s2cloudless_needs_its_bands():
 
     with pytest.raises(InvalidParameterError, match="B10"):
         s2cloudless_probability(np.zeros((1, 3, 4, 4), np.float32), ["B02", "B03", "B04"])
+
+
+def test_dilation_equals_a_distance_transform_per_frame():
+    """``dilate`` (row-shifted 1-D maximum filters) is exactly the Euclidean distance
+    transform's ``<= radius`` per frame, at the edges too, for whole and fractional radii."""
+    from scipy import ndimage
+
+    from cloudfree.masking import erode, opening
+
+    rng = np.random.default_rng(1)
+    masks = ndimage.gaussian_filter(rng.random((4, 50, 61)), (0, 2, 2)) > 0.53
+    masks[1] = rng.random((50, 61)) < 0.05
+    masks[2] = False
+    masks[3, :, -1] = True  # touching the edge
+    for radius in (0.5, 1.0, 2.0, 2.5, 6.0, 6.5, 10.0):
+        expected = np.stack([ndimage.distance_transform_edt(~m) <= radius if m.any()
+                             else np.zeros_like(m) for m in masks])
+        assert np.array_equal(dilate(masks, radius_px=radius), expected), radius
+        assert np.array_equal(erode(masks, radius_px=radius),
+                              ~dilate(~masks, radius_px=radius))
+        assert np.array_equal(opening(masks, radius_px=radius),
+                              dilate(erode(masks, radius_px=radius), radius_px=radius))
