@@ -139,6 +139,39 @@ class InvalidCaseError(CloudFreeError, ValueError):
         )
 
 
+class MissingDetectorInputError(CloudFreeError, ValueError):
+    """A cloud detector was asked for an input that lacks what it needs (bands, SCL,
+    dates, level)."""
+
+    def __init__(self, detector: str, lacks: list[str], band_names: list[str],
+                 runnable: list[str]) -> None:
+        self.detector = detector
+        self.lacks = list(lacks)
+        self.runnable = list(runnable)
+        would = ", ".join(runnable) if runnable else "none"
+        super().__init__(
+            f"cloud detector {detector!r} cannot run on this input: it needs "
+            f"{'; '.join(lacks)}; the input has bands {', '.join(band_names) or 'none'}. "
+            f"Detectors that would run on it: {would}. Choose one with --mask, or give "
+            "the bands it needs."
+        )
+
+    def __reduce__(self) -> tuple[Any, tuple[str, list[str], list[str], list[str]]]:
+        return (type(self), (self.detector, self.lacks, [], self.runnable))
+
+
+class DetectorWeightsError(CloudFreeError, ValueError):
+    """A learned detector's weights are absent or do not fit its model."""
+
+    def __init__(self, detector: str, path: object, reason: str) -> None:
+        self.detector = detector
+        self.path = path
+        super().__init__(
+            f"weights of cloud detector {detector!r} at {str(path)!r}: {reason}. Give the "
+            "path of the model's own weights file (they are never downloaded)."
+        )
+
+
 class MethodOutputError(CloudFreeError, ValueError):
     """A method returned a frame of the wrong shape or without values on hidden pixels."""
 
