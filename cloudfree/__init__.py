@@ -55,6 +55,10 @@ _EXPORTS: dict[str, str] = {
     "publish_tile": "cloudfree.tile",
     # evaluation and the Dask cluster
     "evaluate_cases": "cloudfree.evaluation.harness",
+    "evaluate_masks": "cloudfree.evaluation.masks",
+    # cloud detection, before removal
+    "detect": "cloudfree.detection",
+    "list_detectors": "cloudfree.detection",
     "make_cluster": "cloudfree.cluster",
 }
 
@@ -89,6 +93,9 @@ __all__ = [
     "write_tile",
     "publish_tile",
     "evaluate_cases",
+    "evaluate_masks",
+    "detect",
+    "list_detectors",
     "make_cluster",
 ]
 
@@ -97,8 +104,10 @@ if TYPE_CHECKING:  # for type checkers
     from cloudfree.cluster import make_cluster
     from cloudfree.cog import write_cog
     from cloudfree.cube import build_cube
+    from cloudfree.detection import detect, list_detectors
     from cloudfree.errors import CloudFreeError, CloudFreeWarning
     from cloudfree.evaluation.harness import evaluate_cases
+    from cloudfree.evaluation.masks import evaluate_masks
     from cloudfree.grid import (
         AOI,
         DateWindow,

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mosaic.add_parser(sub)
     _plan.add_parser(sub)
     _evaluate.add_parser(sub)
+    _evaluate.add_masks_parser(sub)  # evaluate-masks
     _train.add_parser(sub)
     _gc.add_parser(sub)
     _local.add_demo_parser(sub)

@@ -4,8 +4,10 @@ The protocol (DESIGN.md, "Evaluation protocol"), as implemented here:
 
 **Case.** An ``.npz`` with ``bands`` (T, C, H, W) float reflectance 0..1, ``band_names``
 (C,), ``dates`` (T,) ISO strings, ``cloud_mask`` (T, H, W) bool (real clouds and shadows)
-and optionally ``paste_masks`` (K, H, W) bool. Any band set works (13-band L1C, RGB,
-1-band NDVI). Non-finite values in ``bands`` count as cloud.
+and optionally ``paste_masks`` (K, H, W) bool, ``scl`` (T, H, W) Sen2Cor classes,
+``shadow_mask`` (T, H, W) bool (the shadows among ``cloud_mask``), ``crs`` and
+``transform`` (6 floats, rasterio order). Any band set works (13-band L1C, RGB, 1-band
+NDVI). Non-finite values in ``bands`` count as cloud.
 
 **Targets.** Every frame whose cloud fraction (``cloud_mask`` or non-finite) is below 1 %.
 
@@ -31,6 +33,27 @@ per-band median of all usable values of the series (every date and pixel), else 
 method that accepts a ``band_names`` keyword also gets the case's band names. The learned
 methods are imported only when named.
 
+**With a detector's mask** (``mask=NAME``, a detector of :mod:`cloudfree.detection` or
+``auto``, or a callable ``DetectionInput -> Detection``). Targets, pasted masks, hidden
+pixels and truth stay as the case defines them (from its ``cloud_mask``); only what the
+methods see changes: NaN where the detector flags (cloud, shadow or no data), computed
+from the case's raw bands (and its ``scl``), instead of the case's ``cloud_mask``. The
+detector runs **per sample** (:func:`cloudfree.evaluation.masks.sample_invalid_masks`),
+on the series as the method sees it on the target frame: the target's hidden pixels set
+to NaN (and their SCL to no data) first, so hidden truth never reaches it. A detector
+whose result on a date depends on that date alone
+(:attr:`~cloudfree.detection.DetectorSpec.per_date`: scl, s2cloudless, omnicloudmask)
+runs once on the whole series and again on the target frame of each sample, which gives
+the same masks; the others (multitemporal) run on the whole series of each sample.
+``mask_per="target"`` runs them once per target frame instead, with the union of its
+samples' hidden pixels set to NaN: fewer runs, a little less data. Per sample is the
+default: on ``l2a_31UDS_118`` (75 samples, 25 targets) with ``multitemporal``, median and
+interpolate, it took 125 s against 38 s per target on a shared 2-core machine, and the
+scores differed by at most 0.01 dB. Sun angles come from the case's ``crs``/``transform``
+and dates, the resolution from its ``transform`` (else 10 m). A detector that cannot run
+on a case raises :class:`~cloudfree.errors.MissingDetectorInputError`. Records carry
+``mask``: the resolved detector, or ``case``.
+
 **Metrics.** The scored frame is the target with the method's values pasted into the
 hidden pixels (the observed pixels stay as observed, as a gap filler would leave them).
 On the hidden pixels of all samples of a case pooled together: PSNR (data range 1) and
@@ -46,10 +69,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cloudfree.detection import esa_band_name
 from cloudfree.errors import (
     InvalidCaseError,
     InvalidParameterError,
@@ -58,16 +82,17 @@ from cloudfree.errors import (
 from cloudfree.evaluation import metrics
 from cloudfree.methods import MethodFn, days_since_epoch, evaluation_function, list_methods
 
+if TYPE_CHECKING:
+    from cloudfree.evaluation.masks import DetectorFn, MaskPer
+
 MAX_TARGET_CLOUD = 0.01
 PASTE_CLOUD_RANGE = (0.05, 0.80)
 DEFAULT_PASTES = 3
-RECORD_KEYS = ("case", "method", "psnr", "ssim", "mae", "rmse", "sam", "n_targets",
+RECORD_KEYS = ("case", "method", "mask", "psnr", "ssim", "mae", "rmse", "sam", "n_targets",
                "hidden_px", "seconds")
-
-
-
-
-
+#: ``mask`` of the records made with the case's own ``cloud_mask``.
+CASE_MASK = "case"
+DEFAULT_RESOLUTION_M = 10.0
 
 @dataclass
 class Case:
@@ -79,11 +104,31 @@ class Case:
     cloud_mask: np.ndarray  # (T, H, W) bool; non-finite band values included
     paste_masks: np.ndarray | None  # (K, H, W) bool
     name: str
+    scl: np.ndarray | None = None  # (T, H, W) uint8 Sen2Cor classes
+    shadow_mask: np.ndarray | None = None  # (T, H, W) bool
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None  # affine, rasterio order
 
     @property
     def days(self) -> np.ndarray:
         """(T,) float days since 1970-01-01."""
         return days_since_epoch(np.asarray(self.dates))
+
+    @property
+    def level(self) -> str | None:
+        """``L2A`` with an SCL band, ``L1C`` with B10 (cirrus, absent from L2A), else None."""
+        if self.scl is not None:
+            return "L2A"
+        if "B10" in {esa_band_name(b) for b in self.band_names}:
+            return "L1C"
+        return None
+
+    @property
+    def resolution_m(self) -> float:
+        """The pixel size from the transform, else :data:`DEFAULT_RESOLUTION_M`."""
+        if self.transform is not None and self.transform[0]:
+            return abs(float(self.transform[0]))
+        return DEFAULT_RESOLUTION_M
 
 
 def load_case(path: str | Path) -> Case:
@@ -115,7 +160,7 @@ def load_case(path: str | Path) -> Case:
     except ValueError as exc:
         raise InvalidCaseError(path, f"dates are not ISO dates ({exc})") from exc
     masks = {}
-    for key, lead in (("cloud_mask", n_dates), ("paste_masks", None)):
+    for key, lead in (("cloud_mask", n_dates), ("paste_masks", None), ("shadow_mask", n_dates)):
         if key not in arrays:
             continue
         mask = arrays[key]
@@ -126,10 +171,26 @@ def load_case(path: str | Path) -> Case:
         if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
             raise InvalidCaseError(path, f"{key} must be boolean (0/1)")
         masks[key] = mask.astype(bool)
+    scl = None
+    if "scl" in arrays:
+        scl = arrays["scl"]
+        if scl.shape != (n_dates, height, width) or not np.issubdtype(scl.dtype, np.integer):
+            raise InvalidCaseError(path, f"scl has shape {scl.shape} and dtype {scl.dtype}, "
+                                         f"expected integer ({n_dates}, {height}, {width})")
+        scl = scl.astype(np.uint8)
+    crs = str(arrays["crs"]) if "crs" in arrays else None
+    transform = None
+    if "transform" in arrays:
+        values = np.asarray(arrays["transform"], dtype=np.float64).ravel()
+        if values.size < 6 or not np.isfinite(values[:6]).all():
+            raise InvalidCaseError(path, f"transform has {values.size} values, expected 6 "
+                                         "finite affine coefficients (rasterio order)")
+        transform = tuple(float(v) for v in values[:6])
     bands = bands.astype(np.float32)
     cloud = masks["cloud_mask"] | ~np.isfinite(bands).all(axis=1)
     return Case(bands=bands, band_names=band_names, dates=dates, cloud_mask=cloud,
-                paste_masks=masks.get("paste_masks"), name=path.stem)
+                paste_masks=masks.get("paste_masks"), name=path.stem, scl=scl,
+                shadow_mask=masks.get("shadow_mask"), crs=crs, transform=transform)
 
 
 def target_frames(case: Case) -> np.ndarray:
@@ -190,10 +251,21 @@ def evaluate_case(
     *,
     seed: int = 0,
     pastes_per_target: int = DEFAULT_PASTES,
+    mask: str | DetectorFn | None = None,
+    mask_params: Mapping[str, Any] | None = None,
+    mask_per: MaskPer = "sample",
 ) -> list[dict[str, Any]]:
-    """Score every method on one case; one record per method (keys :data:`RECORD_KEYS`)."""
+    """Score every method on one case; one record per method (keys :data:`RECORD_KEYS`).
+    ``mask``: None for the case's ``cloud_mask``, else the detector the methods see the
+    series through (module docstring), run with ``mask_params``."""
     samples = draw_samples(case, seed=seed, pastes_per_target=pastes_per_target)
     days = case.days
+    mask_name, invalid_masks = CASE_MASK, None
+    if mask is not None:
+        from cloudfree.evaluation.masks import sample_invalid_masks
+
+        mask_name, invalid_masks = sample_invalid_masks(case, samples, mask, mask_params,
+                                                        per=mask_per)
     observed = np.where(case.cloud_mask[:, None], np.float32(np.nan), case.bands)
     # non-finite truth (never hidden, it counts as cloud) must not spread NaN through
     # the SSIM windows: 0 in both the truth and the scored frame
@@ -204,24 +276,29 @@ def evaluate_case(
     for name, method in methods.items():
         extra = {"band_names": case.band_names} if _accepts_band_names(method) else {}
         frames, seconds = [], 0.0
-        for (target, mask), truth in zip(samples, truths, strict=True):
-            series = observed.copy()
-            series[target][:, mask] = np.nan
+        for index, ((target, sample_hidden), truth) in enumerate(
+                zip(samples, truths, strict=True)):
+            if invalid_masks is None:
+                series = observed.copy()
+            else:
+                series = np.where(invalid_masks[index][:, None], np.float32(np.nan), case.bands)
+            series[target][:, sample_hidden] = np.nan
             start = time.perf_counter()
             pred = np.asarray(method(series, days.copy(), target, **extra))
             seconds += time.perf_counter() - start
             if pred.shape != truth.shape:
                 raise MethodOutputError(name, case.name, target,
                                         f"returned shape {pred.shape}, expected {truth.shape}")
-            bad = int((~np.isfinite(pred[:, mask])).any(axis=0).sum())
+            bad = int((~np.isfinite(pred[:, sample_hidden])).any(axis=0).sum())
             if bad:
                 raise MethodOutputError(name, case.name, target,
                                         f"{bad} hidden pixels are NaN or infinite")
-            frames.append(np.where(mask, pred, truth))
+            frames.append(np.where(sample_hidden, pred, truth))
         pred_all = np.stack(frames)
         records.append({
             "case": case.name,
             "method": name,
+            "mask": mask_name,
             "psnr": _finite_or_none(metrics.psnr(truths, pred_all, hidden)),
             "ssim": _finite_or_none(metrics.ssim_hidden_mean(truths, pred_all, hidden)),
             "mae": _finite_or_none(metrics.mae(truths, pred_all, hidden)),
@@ -254,12 +331,19 @@ def evaluate_cases(
     *,
     seed: int = 0,
     pastes_per_target: int = DEFAULT_PASTES,
+    mask: str | DetectorFn | None = None,
+    mask_params: Mapping[str, Any] | None = None,
+    mask_per: MaskPer = "sample",
 ) -> list[dict[str, Any]]:
     """Evaluate every method on every case (paths or loaded :class:`Case` objects).
 
+    ``mask``: None (the case's ``cloud_mask``) or a detector name (``auto`` included) or
+    function the methods see the series through; see the module docstring.
+
     Returns one record per case and method, with the keys of :data:`RECORD_KEYS`:
-    metrics (``None`` where undefined), ``n_targets`` (target frames), ``hidden_px``
-    (scored pixels over all samples) and ``seconds`` (time inside the method).
+    metrics (``None`` where undefined), ``mask`` (the resolved detector, or ``case``),
+    ``n_targets`` (target frames), ``hidden_px`` (scored pixels over all samples) and
+    ``seconds`` (time inside the method).
     """
     resolved = resolve_methods(methods)
     if pastes_per_target < 1:
@@ -267,13 +351,15 @@ def evaluate_cases(
     records: list[dict[str, Any]] = []
     for item in paths:
         case = item if isinstance(item, Case) else load_case(item)
-        records += evaluate_case(case, resolved, seed=seed, pastes_per_target=pastes_per_target)
+        records += evaluate_case(case, resolved, seed=seed, pastes_per_target=pastes_per_target,
+                                 mask=mask, mask_params=mask_params, mask_per=mask_per)
     return records
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table, one row per case and method."""
-    columns = [("case", "case", "{}"), ("method", "method", "{}"), ("PSNR dB", "psnr", "{:.2f}"),
+    columns = [("case", "case", "{}"), ("method", "method", "{}"), ("mask", "mask", "{}"),
+               ("PSNR dB", "psnr", "{:.2f}"),
                ("SSIM", "ssim", "{:.4f}"), ("MAE", "mae", "{:.4f}"), ("RMSE", "rmse", "{:.4f}"),
                ("SAM deg", "sam", "{:.2f}"), ("targets", "n_targets", "{}"),
                ("hidden px", "hidden_px", "{}"), ("seconds", "seconds", "{:.2f}")]
@@ -282,13 +368,13 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
         rows.append(["-" if record.get(key) is None else fmt.format(record[key])
                      for _, key, fmt in columns])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-__all__ = ("BASELINES", "DEFAULT_PASTES", "METHODS", "RECORD_KEYS", "Case", "MethodFn",
-           "draw_samples", "evaluate_case", "evaluate_cases", "format_table", "load_case",
-           "paste_pool", "resolve_methods", "target_frames")
+__all__ = ("BASELINES", "CASE_MASK", "DEFAULT_PASTES", "METHODS", "RECORD_KEYS", "Case",
+           "MethodFn", "draw_samples", "evaluate_case", "evaluate_cases", "format_table",
+           "load_case", "paste_pool", "resolve_methods", "target_frames")
