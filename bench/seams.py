@@ -95,7 +95,7 @@ def main() -> None:
         print(f"{len(items)} scenes of {args.size} px, {len(tiles)} tiles of {args.tile} px")
         original = tile_module.halo_px
         for method in args.methods.split(","):
-            for label, halo in (("no halo", lambda params: 0), ("halo", original)):
+            for label, halo in (("no halo", lambda params, *_: 0), ("halo", original)):
                 tile_module.halo_px = halo  # the "no halo" row: how tiles were computed before
                 start = time.perf_counter()
                 try:

@@ -2,8 +2,10 @@
 
 ``plan_tile`` decides, from the source items and the parameters alone, what the tile will
 be: its sources, its item id and its inputs hash (a re-run with the same inputs is
-skipped). ``compute_tile`` builds the cube (:mod:`cloudfree.cube`), masks it
-(:mod:`cloudfree.masking`) and runs the method (:mod:`cloudfree.methods`). ``write_tile``
+skipped), and resolves the cloud detector (``auto``: per tile, :func:`resolve_mask`).
+``compute_tile`` builds the cube (:mod:`cloudfree.cube`), masks it with the detector
+(:func:`cloudfree.detection._dask.detect_cube`) and runs the method
+(:mod:`cloudfree.methods`). ``write_tile``
 encodes the COGs and the thumbnail (:mod:`cloudfree.cog`). ``publish_tile`` builds the
 complete item (:mod:`cloudfree.publish`) and publishes it, in the order of DESIGN.md:
 every COG first, the static JSON next, the API item last.
@@ -16,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,6 @@ from cloudfree.masking import (
     DEFAULT_DILATE_CLASSES,
     DEFAULT_DILATION_M,
     DEFAULT_INVALID_CLASSES,
-    scl_clear_mask,
 )
 from cloudfree.methods import FILL_CLASSES, get_method
 from cloudfree.publish import (
@@ -75,9 +75,31 @@ class MosaicParams:
     opening_m: float = 0.0
     chunksize: int = 1024
     compress: Literal["deflate", "zstd"] = "deflate"
+    #: The cloud and shadow detector (``cloudfree.detection.list_detectors("mosaic")``), or
+    #: ``auto``: the first of :data:`cloudfree.detection.AUTO_ORDER` that can run on the
+    #: tile, resolved per tile by :func:`resolve_mask` (:func:`plan_tile` replaces it with
+    #: the detector it resolved to). The SCL classes, dilation and opening above are the
+    #: ``scl`` detector's parameters.
+    mask: str = "auto"
+    #: The named detector's own parameters, as ``(name, value)`` pairs (hashable; a dict is
+    #: accepted and sorted into pairs): they override its defaults
+    #: (:func:`mask_parameters`). None with ``auto``, whose detector is not known yet.
+    mask_params: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        from cloudfree.detection import get_detector
+
         get_method(self.method, "mosaic")
+        if self.mask != "auto":
+            get_detector(self.mask, "mosaic")
+        pairs = self.mask_params.items() if isinstance(self.mask_params, Mapping) \
+            else self.mask_params
+        pairs = tuple(sorted((str(k), _hashable(v)) for k, v in pairs))
+        object.__setattr__(self, "mask_params", pairs)
+        if pairs and self.mask == "auto":
+            raise InvalidParameterError(
+                "mask_params", dict(pairs), "name the detector (mask=...) to give it "
+                "parameters: 'auto' resolves per tile, to detectors that take others")
         if self.target_date is not None:
             try:
                 dt.date.fromisoformat(self.target_date)
@@ -86,11 +108,25 @@ class MosaicParams:
                                             "give an ISO date, YYYY-MM-DD") from None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out["mask_params"] = {k: _plain(v) for k, v in self.mask_params}
+        return out
 
     def method_options(self) -> dict[str, Any]:
         """The method's own options: the weights, for a learned method."""
         return {"model_name": self.model} if get_method(self.method).learned else {}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass
@@ -159,17 +195,56 @@ class TilePlan:
         return self.prefix or self.deterministic_url(output_root)
 
 
-def mask_reach_px(params: MosaicParams) -> int:
-    """How far the clear mask at a pixel looks at the SCL around it: the opening (erosion
-    then dilation, ``2 * opening``) plus the dilation, in whole pixels."""
-    return math.ceil((2 * params.opening_m + params.dilation_m) / params.resolution_m)
+def mask_parameters(params: MosaicParams, detector: str | None = None) -> dict[str, Any]:
+    """Every parameter the mask's detector runs with (``detector``, default
+    ``params.mask``, which must then be resolved): its defaults, the SCL classes, dilation
+    and opening of ``params`` for ``scl`` (the dilation of the SCL it unites with, for
+    ``multitemporal``), then ``params.mask_params``
+    (:func:`cloudfree.detection._dask.detector_parameters`)."""
+    from cloudfree.detection._dask import detector_parameters
+
+    name = detector or params.mask
+    if name == "auto":
+        raise InvalidParameterError("mask", name, "resolve it first (resolve_mask)")
+    base: dict[str, Any] = {}
+    if name == "multitemporal":  # the SCL it unites with is dilated as --dilation says
+        base = {"scl_dilation_m": float(params.dilation_m)}
+    if name == "scl":
+        base = {"invalid_classes": tuple(sorted(int(c) for c in params.invalid_classes)),
+                "dilate_classes": tuple(sorted(int(c) for c in params.dilate_classes)),
+                "dilation_m": float(params.dilation_m), "opening_m": float(params.opening_m)}
+    return detector_parameters(name, {**base, **dict(params.mask_params)})
 
 
-def halo_px(params: MosaicParams) -> int:
-    """The tile halo: the mask's reach plus the method's declared neighbourhood (the
-    registry's ``halo_px``). A tile reads and computes on its bounds grown by this much,
-    then crops, so two adjacent tiles agree at their shared edge."""
-    return mask_reach_px(params) + get_method(params.method).halo_px
+def _auto_candidates(params: MosaicParams) -> list[str]:
+    """What ``auto`` may resolve to on a cube of ``params.bands`` (dates and SCL unknown)."""
+    from cloudfree.detection import AUTO_ORDER, get_detector
+
+    out = [name for name in AUTO_ORDER
+           if not get_detector(name).missing(params.bands, has_scl=True, n_dates=10**6)]
+    return out or list(AUTO_ORDER)
+
+
+def mask_reach_px(params: MosaicParams, detector: str | None = None) -> int:
+    """How far the clear mask at a pixel looks at the data around it, in whole pixels: the
+    detector's halo (:meth:`cloudfree.detection.DetectorSpec.halo_px` at its
+    :func:`mask_parameters`; ``scl``: the opening, twice, plus the dilation). ``detector``
+    (default ``params.mask``); for ``auto`` unresolved, the largest halo of the detectors
+    it may resolve to (what a tile's sources are first gathered with)."""
+    from cloudfree.detection import get_detector
+
+    name = detector or params.mask
+    if name == "auto":
+        return max(mask_reach_px(params, c) for c in _auto_candidates(params))
+    return get_detector(name).halo_px(params.resolution_m, mask_parameters(params, name))
+
+
+def halo_px(params: MosaicParams, detector: str | None = None) -> int:
+    """The tile halo: the mask's reach (:func:`mask_reach_px`, of ``detector``, default
+    ``params.mask``; an upper bound while that is ``auto``) plus the method's declared
+    neighbourhood (the registry's ``halo_px``). A tile reads and computes on its bounds
+    grown by this much, then crops, so two adjacent tiles agree at their shared edge."""
+    return mask_reach_px(params, detector) + get_method(params.method).halo_px
 
 
 def chunk_px(params: MosaicParams, grown: Tile) -> int:
@@ -192,6 +267,77 @@ def items_for_tile(items: Sequence[Mapping[str, Any]], tile: Tile, *, halo: int 
 
 
 # --------------------------------------------------------------------------- 1. plan
+
+
+def _has_scl(item: Mapping[str, Any]) -> bool:
+    """The item has a scene classification asset; one with no assets listed (only what
+    planning reads) is taken as the pipeline's L2A, with SCL, unless it says it is L1C."""
+    from cloudfree.catalogs import choose_profile
+    from cloudfree.catalogs._assets import find_scl_asset
+    from cloudfree.errors import CloudFreeError
+
+    if _level(item) == "L1C":
+        return False
+    if not item.get("assets"):
+        return True
+    try:
+        find_scl_asset(item, choose_profile(item)[0])
+    except CloudFreeError:
+        return False
+    return True
+
+
+def _level(item: Mapping[str, Any]) -> str | None:
+    """``L1C``, ``L2A`` or None, from the product type or the collection."""
+    props = item.get("properties") or {}
+    text = " ".join(str(v) for v in (props.get("s2:product_type"), item.get("collection"),
+                                     props.get("processing:level")) if v).upper()
+    if "L1C" in text or "MSI1C" in text:
+        return "L1C"
+    if "L2A" in text or "MSI2A" in text:
+        return "L2A"
+    return None
+
+
+def source_needs(sources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a detector's needs are checked against, from a tile's source items alone:
+    ``has_scl`` (every one has a scene classification asset: the cube reads it),
+    ``n_dates`` (distinct UTC days: the cube's time steps) and ``level`` (the one
+    processing level they share, or None). No sources: an SCL is assumed (the pipeline's
+    L2A), with 0 dates."""
+    days = {str((s.get("properties") or {}).get("datetime") or "")[:10] for s in sources}
+    levels = {_level(s) for s in sources}
+    return {"has_scl": all(_has_scl(s) for s in sources), "n_dates": len(days),
+            "level": levels.pop() if len(levels) == 1 else None}
+
+
+def resolve_mask(items: Sequence[Mapping[str, Any]], tile: Tile, params: MosaicParams
+                 ) -> tuple[str, list[dict[str, Any]]]:
+    """The detector ``params.mask`` resolves to on ``tile``, with the tile's sources (the
+    items its halo reads, :func:`items_for_tile` grown by that detector's
+    :func:`halo_px`). ``auto``: the first of :data:`cloudfree.detection.AUTO_ORDER` that
+    can run (:func:`cloudfree.detection.runnable`) on its own sources: the cube's bands
+    (``params.bands``), whether they carry SCL, their distinct dates and level
+    (:func:`source_needs`). Pure: reads nothing.
+
+    Raises:
+        MissingDetectorInputError: a named detector (or every one ``auto`` tries) cannot
+            run on the tile's sources; it names what is missing and what would run.
+    """
+    from cloudfree.detection import AUTO_ORDER, choose, runnable
+
+    names = list(AUTO_ORDER) if params.mask == "auto" else [params.mask]
+    sources: list[dict[str, Any]] = []
+    needs: dict[str, Any] = {}
+    for name in names:
+        sources = items_for_tile(items, tile, halo=halo_px(params, name))
+        needs = source_needs(sources)
+        if not sources:  # nothing to compute (the plan of a tile without scenes): one date
+            needs["n_dates"] = 1
+        if params.mask != "auto" or name in runnable(params.bands, **needs):
+            return choose(name, params.bands, **needs), sources
+    choose("auto", params.bands, **needs)  # raises: nothing can run
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def source_profile(sources: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -229,12 +375,17 @@ def product_definition(tile: Tile, window: DateWindow, params: MosaicParams, lab
         "method_parameters": methods.hashed_parameters(params.method),
         "target_date": params.target_date if get_method(params.method).targeted else None,
         "bands": list(params.bands),
-        "mask": {"invalid_classes": sorted(params.invalid_classes),
-                 "dilate_classes": sorted(params.dilate_classes),
-                 "dilation_m": float(params.dilation_m),
-                 "opening_m": float(params.opening_m)},
+        "mask": mask_definition(params),
         "source_profile": source_profile(sources),
     }
+
+
+def mask_definition(params: MosaicParams) -> dict[str, Any]:
+    """The mask as a product sees it (``params.mask`` resolved): ``scl``'s parameters alone
+    for ``scl`` (the product definition of the mosaics made before other detectors
+    existed, so their item ids stand), else ``{"detector": name, **its parameters}``."""
+    parameters = mask_parameters(params)
+    return parameters if params.mask == "scl" else {"detector": params.mask, **parameters}
 
 
 def plan_tile(items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow,
@@ -242,15 +393,20 @@ def plan_tile(items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow
     """The tile's sources, item id and inputs hash (pure: reads nothing).
 
     The id is the tile, window, method and version, then the head of the product digest
-    (:func:`product_definition`); the inputs hash adds the sources and every parameter."""
-    sources = items_for_tile(items, tile, halo=halo_px(params))
+    (:func:`product_definition`); the inputs hash adds the sources and every parameter.
+    The mask is resolved first (:func:`resolve_mask`; ``params.mask`` of the plan is the
+    detector, never ``auto``), which raises
+    :class:`~cloudfree.errors.MissingDetectorInputError` for a detector that cannot run."""
+    mask, sources = resolve_mask(items, tile, params)
+    params = dataclasses.replace(params, mask=mask)
     if params.target_date is None and get_method(params.method).targeted:
         middle = window.start + (window.end - window.start) / 2
         params = dataclasses.replace(params, target_date=middle.isoformat())
     label = methods.label(params.method, params.method_options())
     product = product_definition(tile, window, params, label, sources)
     digest = product_digest(product)
-    hashed = {**params.as_dict(), "method_label": label, "tile": tile.tile_id,
+    hashed = {**params.as_dict(), "mask_parameters": mask_parameters(params),
+              "method_label": label, "tile": tile.tile_id,
               "bounds": list(tile.bounds), "window": window.compact,
               **methods.hashed_parameters(params.method), "product": digest}
     return TilePlan(tile=tile, window=window, params=params, sources=sources, label=label,
@@ -272,13 +428,20 @@ def compute_tile(
 ) -> xr.Dataset:
     """Build the cube, mask it and run the method on the tile grown by :func:`halo_px`, then
     crop back to the tile; returns computed numpy data (a corrected method's choice of
-    candidate and width in ``attrs["parameters"]``).
+    candidate and width in ``attrs["parameters"]``, the detector and its parameters in
+    ``attrs["mask"]``).
 
-    Everything a pixel depends on lies within the halo (the mask's opening and dilation,
-    the method's neighbourhood), so two adjacent tiles agree at their shared edge; only
-    the per-tile choices of the corrected methods (the correction's candidate and width,
-    the generator's test-time head) are made on the grown tile's pixels and may differ
-    between neighbours.
+    The mask is ``params.mask``'s detector (``auto`` resolved on ``items`` by
+    :func:`resolve_mask`) run per chunk with its halo
+    (:func:`cloudfree.detection._dask.detect_cube`); the cube carries the SCL band when
+    the sources have one, and the per-date sun the items record (else the detector
+    computes it at the tile's centre). Everything a pixel depends on lies within the halo
+    (the detector's reach, the method's neighbourhood), so two adjacent tiles agree at
+    their shared edge; only the per-tile choices of the corrected methods (the
+    correction's candidate and width, the generator's test-time head) are made on the
+    grown tile's pixels and may differ between neighbours. A tile's ``auto`` choice is
+    its own too: a tile with fewer dates than its neighbour may resolve to another
+    detector.
 
     A source read that still fails (after GDAL's and the reader's retries) raises
     :class:`~cloudfree.errors.SourceReadError` with ``read_failure_policy="fail"``; with
@@ -295,29 +458,35 @@ def compute_tile(
     if read_failure_policy not in ("fail", "drop"):
         raise InvalidParameterError("read_failure_policy", read_failure_policy,
                                     "give 'fail' (fail the tile) or 'drop' (drop the scene)")
-    halo = halo_px(params)
-    grown = tile.grown(halo)
+    lonlat = _centre_lonlat(tile)
+    used = {"params": params}
 
     def run(sources: list[dict[str, Any]]) -> xr.Dataset:
+        from cloudfree.detection._dask import detect_cube
+
+        # auto: resolved on these sources (a pass after a dropped scene may resolve anew)
+        p = params if params.mask != "auto" else dataclasses.replace(
+            params, mask=resolve_mask(sources, tile, params)[0])
+        used["params"] = p
+        halo = halo_px(p)
+        grown = tile.grown(halo)
+        needs = source_needs(sources)
         cube = build_cube(
-            sources, [*params.bands, "scl"], tile=grown,
-            chunksize=chunk_px(params, grown), gdal_env=gdal_env,
+            sources, [*p.bands, *(["scl"] if needs["has_scl"] else [])], tile=grown,
+            chunksize=chunk_px(p, grown), gdal_env=gdal_env,
         )
-        clear = scl_clear_mask(
-            cube.sel(band="scl"),
-            resolution_m=tile.resolution_m,
-            invalid_classes=params.invalid_classes,
-            dilate_classes=params.dilate_classes,
-            dilation_m=params.dilation_m,
-            opening_m=params.opening_m,
-        )
-        reflectance = cube.sel(band=list(params.bands))
-        result = methods.mosaic(params.method, reflectance, clear,
-                                target_date=params.target_date, **params.method_options())
+        cube = _with_sun(cube, sources)
+        reflectance = cube.sel(band=list(p.bands))
+        clear = detect_cube(p.mask, reflectance,
+                            cube.sel(band="scl") if needs["has_scl"] else None,
+                            resolution_m=tile.resolution_m, params=mask_parameters(p),
+                            level=needs["level"], lonlat=lonlat)
+        result = methods.mosaic(p.method, reflectance, clear,
+                                target_date=p.target_date, **p.method_options())
         if halo:
             result = result.isel(y=slice(halo, -halo), x=slice(halo, -halo))
         with progress.dask_tasks(tile.tile_id) as callbacks:
-            return methods.compute(params.method, result, callbacks=callbacks)
+            return methods.compute(p.method, result, callbacks=callbacks)
 
     remaining = [dict(item) for item in items]
     dropped: list[dict[str, str]] = []
@@ -334,9 +503,47 @@ def compute_tile(
             if not left:
                 raise NoReadableSourceError(tile.tile_id, dropped) from None
             remaining = left
-    computed.attrs["halo_px"] = halo
+    final = used["params"]
+    computed.attrs["halo_px"] = halo_px(final)
     computed.attrs["dropped_sources"] = dropped
+    computed.attrs["mask"] = {"detector": final.mask, "parameters": mask_parameters(final)}
     return computed
+
+
+def _centre_lonlat(tile: Tile) -> tuple[float, float]:
+    minx, miny, maxx, maxy = tile.bbox_latlon()
+    return (minx + maxx) / 2, (miny + maxy) / 2
+
+
+def _item_sun(item: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(zenith, azimuth) an item records, or None."""
+    props = item.get("properties") or {}
+    zenith, azimuth = props.get("s2:mean_solar_zenith"), props.get("s2:mean_solar_azimuth")
+    if zenith is None and props.get("view:sun_elevation") is not None:
+        zenith = 90.0 - float(props["view:sun_elevation"])
+    azimuth = props.get("view:sun_azimuth") if azimuth is None else azimuth
+    if zenith is None or azimuth is None:
+        return None
+    return float(zenith), float(azimuth)
+
+
+def _with_sun(cube: xr.DataArray, sources: Sequence[Mapping[str, Any]]) -> xr.DataArray:
+    """The cube with ``s2:mean_solar_zenith``/``_azimuth`` per time step: the mean of what
+    the step's scenes record (the cube's ``id`` coordinate; several scenes of one day are
+    joined by commas). Unchanged when a step's scenes record no sun: the detector then
+    computes it (:func:`cloudfree.detection._dask.sun_angles`)."""
+    if "id" not in cube.coords:
+        return cube
+    suns = {str(it.get("id")): _item_sun(it) for it in sources}
+    zenith, azimuth = [], []
+    for ids in np.atleast_1d(cube["id"].values):
+        known = [sun for i in str(ids).split(",") if (sun := suns.get(i)) is not None]
+        if not known:
+            return cube
+        zenith.append(float(np.mean([z for z, _ in known])))
+        azimuth.append(float(np.mean([a for _, a in known])))
+    return cube.assign_coords({"s2:mean_solar_zenith": ("time", zenith),
+                               "s2:mean_solar_azimuth": ("time", azimuth)})
 
 
 # --------------------------------------------------------------------------- 3. write
@@ -453,7 +660,8 @@ def publish_tile(
         item_id=plan.item_id, collection_id=output_collection, tile=plan.tile,
         window=plan.window, assets=written, source_items=plan.sources,
         source_api_url=source_api_url, source_collection=source_collection, method=plan.label,
-        parameters={**params.as_dict(), **result.attrs.get("parameters", {})},
+        parameters={**params.as_dict(), "mask_parameters": mask_parameters(params),
+                    **result.attrs.get("parameters", {})},
         digest=plan.inputs_hash, nodata_pct=100.0 * float(np.mean(count == 0)),
         fill_pct={name: round(100.0 * float(np.mean(fill == code)), 3)
                   for code, (name, _) in sorted(FILL_CLASSES.items())},
@@ -633,6 +841,6 @@ def _discard_unless_live(fs: Any, folder: str, api_url: str, collection: str, it
 
 
 __all__ = ("MosaicParams", "TileOutcome", "TilePlan", "chunk_px", "compute_tile", "halo_px",
-           "items_for_tile", "mask_reach_px",
-           "mosaic_tile", "plan_tile", "product_definition", "publish_tile", "source_profile",
-           "write_tile")
+           "items_for_tile", "mask_definition", "mask_parameters", "mask_reach_px",
+           "mosaic_tile", "plan_tile", "product_definition", "publish_tile", "resolve_mask",
+           "source_needs", "source_profile", "write_tile")

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from cloudfree import catalogs, progress
 from cloudfree.cluster import KubeClusterConfig, make_cluster
+from cloudfree.detection import AUTO_ORDER, list_detectors
 from cloudfree.errors import CloudFreeError, TilesFailedError, TileTimeoutError
 from cloudfree.grid import AOI, DateWindow, Tile
 from cloudfree.methods import get_method, list_methods
@@ -52,6 +53,14 @@ from cloudfree.tile import (
 MosaicMethod = Annotated[str, Field(
     description="how gaps are filled: " + ", ".join(list_methods("mosaic")),
     json_schema_extra={"enum": list(list_methods("mosaic"))})]
+
+
+#: A flow's ``mask`` parameter: the registry's cloud detectors and ``auto``, as an enum.
+MaskName = Annotated[str, Field(
+    description="the cloud and shadow detector: " + ", ".join(
+        (*list_detectors("mosaic"), "auto")) + " (auto: per tile, the first of "
+    + ", ".join(AUTO_ORDER) + " that can run)",
+    json_schema_extra={"enum": [*list_detectors("mosaic"), "auto"]})]
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -12,7 +12,7 @@ from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.sentinel2 import DEFAULT_BANDS
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams
-from flows._tasks import MosaicMethod, mosaic_area
+from flows._tasks import MaskName, MosaicMethod, mosaic_area
 
 
 @flow(name="aoi-mosaic", log_prints=True)
@@ -23,6 +23,7 @@ def aoi_mosaic(
     collection: str | None = None,
     max_cloud_pct: float | None = None,
     method: MosaicMethod = "median",
+    mask: MaskName = "auto",
     target_date: str | None = None,
     resolution_m: float = 10.0,
     epsg: int | None = None,
@@ -43,10 +44,16 @@ def aoi_mosaic(
         max_cloud_pct: skip scenes with more scene-level cloud cover than this.
         method: a mosaic method of the registry, ``cloudfree.methods.list_methods("mosaic")``
             (the parameter schema lists them).
+        mask: the cloud and shadow detector, ``cloudfree.detection.list_detectors("mosaic")``
+            or ``auto`` (default: per tile, the first of
+            :data:`cloudfree.detection.AUTO_ORDER` that can run on its sources, e.g.
+            multitemporal on an L2A series of 4+ dates); one that cannot run on a tile
+            fails the run's plan, before anything is written.
         target_date: the date a targeted method aims at (default: the window's middle).
         resolution_m: output pixel size.
         epsg: output CRS (default: the UTM zone of the AOI's centre).
-        dilation_m: cloud/shadow mask dilation (default: the library's).
+        dilation_m: the SCL mask's dilation (default: the library's): ``scl``'s, and that of
+            the SCL ``multitemporal`` unites with.
         force: re-make the mosaic even when published with the same inputs.
         bands: the bands to mosaic (``--bands`` names: cloudfree names, Sentinel-2 ids or
             common names; default :data:`cloudfree.sentinel2.DEFAULT_BANDS`).
@@ -71,7 +78,8 @@ def aoi_mosaic(
     window = parse_date_window(datetime)
     check_target_date(target_date, window)
     params = MosaicParams(bands=resolve_bands(bands) if bands else DEFAULT_BANDS,
-                          method=method, target_date=target_date, resolution_m=resolution_m,
+                          method=method, mask=mask, target_date=target_date,
+                          resolution_m=resolution_m,
                           dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
     return mosaic_area(settings, aoi=aoi, window=window, params=params, tile_size_px=None,
                        epsg=epsg, collection=collection, max_cloud_pct=max_cloud_pct,

@@ -12,7 +12,7 @@ from cloudfree.masking import DEFAULT_DILATION_M
 from cloudfree.sentinel2 import DEFAULT_BANDS
 from cloudfree.settings import Settings
 from cloudfree.tile import MosaicParams
-from flows._tasks import MosaicMethod, mosaic_area
+from flows._tasks import MaskName, MosaicMethod, mosaic_area
 
 
 @flow(name="regional-mosaic", log_prints=True)
@@ -23,6 +23,7 @@ def regional_mosaic(
     collection: str | None = None,
     max_cloud_pct: float | None = None,
     method: MosaicMethod = "median",
+    mask: MaskName = "auto",
     target_date: str | None = None,
     resolution_m: float = 10.0,
     tile_size_px: int = 512,
@@ -52,7 +53,8 @@ def regional_mosaic(
     window = parse_date_window(datetime)
     check_target_date(target_date, window)
     params = MosaicParams(bands=resolve_bands(bands) if bands else DEFAULT_BANDS,
-                          method=method, target_date=target_date, resolution_m=resolution_m,
+                          method=method, mask=mask, target_date=target_date,
+                          resolution_m=resolution_m,
                           chunksize=min(1024, tile_size_px),
                           dilation_m=DEFAULT_DILATION_M if dilation_m is None else dilation_m)
     return mosaic_area(settings, aoi=aoi, window=window, params=params,

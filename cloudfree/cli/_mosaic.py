@@ -31,6 +31,17 @@ def use_local_prefect(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 
 
+def add_mask_option(parser: argparse.ArgumentParser) -> None:
+    """``--mask``: a cloud detector of the registry, or ``auto`` (the default)."""
+    from cloudfree.detection import AUTO_ORDER, list_detectors
+
+    parser.add_argument(
+        "--mask", default="auto", choices=[*list_detectors("mosaic"), "auto"],
+        help="cloud and shadow detector (default auto: per tile, the first that can run of "
+             f"{', '.join(AUTO_ORDER)}; e.g. multitemporal on an L2A series of 4+ dates, "
+             "else scl)")
+
+
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """``--method`` (the registry's mosaic methods) and ``--force``."""
     targeted = [name for name in list_methods("mosaic") if get_method(name).corrected]
@@ -82,6 +93,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dilation", type=float, default=None,
                    help="grow SCL cloud and shadow masks by this many metres (default 100)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_mask_option(p)
     add_catalog_options(p)
     add_method_options(p)
     p.set_defaults(func=run)
@@ -106,6 +118,7 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "collection": args.collection,
         "max_cloud_pct": args.max_cloud,
         "method": args.method,
+        "mask": args.mask,
         "target_date": args.target_date,
         "dilation_m": args.dilation,
         "resolution_m": args.resolution,
@@ -123,6 +136,24 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def check_mask_bands(args: argparse.Namespace) -> None:
+    """A named ``--mask`` whose bands ``--bands`` lacks fails at once (its dates and SCL
+    are checked per tile by the plan, once the scenes are known)."""
+    from cloudfree.detection import get_detector, runnable
+    from cloudfree.errors import MissingDetectorInputError
+    from cloudfree.sentinel2 import DEFAULT_BANDS
+
+    if args.mask == "auto":
+        return
+    bands = list(resolve_bands(args.bands)) if args.bands else list(DEFAULT_BANDS)
+    lacks = [need for need in get_detector(args.mask).missing(bands, has_scl=True,
+                                                              n_dates=10**6)
+             if not need.startswith("scl")]
+    if lacks:
+        raise MissingDetectorInputError(args.mask, lacks, bands,
+                                        runnable(bands, has_scl=True, n_dates=10**6))
+
+
 def check_request(args: argparse.Namespace, settings: Settings) -> None:
     """The flows' own checks of the area, window, target date, CRS and the grid's budgets
     (the same library calls), made before Prefect starts: bad input exits 2 at once, and
@@ -133,6 +164,7 @@ def check_request(args: argparse.Namespace, settings: Settings) -> None:
     aoi = parse_aoi(args.bbox, args.geojson)
     window = parse_date_window(args.datetime)
     check_target_date(args.target_date, window)
+    check_mask_bands(args)
     area_tiles(aoi, resolution_m=args.resolution, tile_size_px=args.tile_size, epsg=args.epsg,
                budgets=Budgets.from_settings(settings))
 

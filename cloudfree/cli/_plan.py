@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from cloudfree.cli._mosaic import add_catalog_options, check_catalog_options
+from cloudfree.cli._mosaic import add_catalog_options, add_mask_option, check_catalog_options
 from cloudfree.errors import InvalidAOIError, InvalidDateWindowError
 from cloudfree.methods import list_methods
 from cloudfree.settings import Settings
@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="output CRS (default: UTM of the area, or of each item group)")
     p.add_argument("--dilation", type=float, default=None,
                    help="SCL mask dilation in metres (default 100): part of the halo")
+    add_mask_option(p)
     add_catalog_options(p, signer=False)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     bands = resolve_bands(args.bands) if args.bands else DEFAULT_BANDS
     params = MosaicParams(bands=bands, method=args.method, resolution_m=args.resolution,
+                          mask=args.mask,
                           dilation_m=DEFAULT_DILATION_M if args.dilation is None
                           else args.dilation)
     aoi = (parse_geojson(args.geojson) if args.geojson

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from cloudfree.plan._items import (
     item_bbox,
     union,
 )
-from cloudfree.tile import MosaicParams, halo_px, items_for_tile
+from cloudfree.tile import MosaicParams, halo_px, items_for_tile, resolve_mask
 
 __all__ = ["DEFAULT_TILE_SIZE_PX", "THROUGHPUT_PIXEL_DATES_PER_S", "Plan", "PlanGroup",
            "PlannedScene", "PlannedTile", "area_tiles", "build_plan"]
@@ -115,6 +116,8 @@ class PlannedTile:
     n_bands: int
     memory_gib: float
     seconds: float | None
+    #: The cloud detector the tile runs (``auto`` resolved for its sources).
+    mask: str = "scl"
 
     @property
     def pixels(self) -> int:
@@ -125,7 +128,7 @@ class PlannedTile:
         return {
             "id": self.tile.tile_id, "group": self.group, "epsg": self.tile.epsg,
             "bounds": list(self.tile.bounds), "resolution_m": self.tile.resolution_m,
-            "shape": list(self.tile.shape), "halo_px": self.halo_px,
+            "shape": list(self.tile.shape), "halo_px": self.halo_px, "mask": self.mask,
             "grown_shape": list(self.grown_shape), "scenes": list(self.scenes),
             "n_dates": self.n_dates, "pixels": self.pixels,
             "memory_gib": round(self.memory_gib, 3),
@@ -167,7 +170,16 @@ class Plan:
 
     @property
     def halo_px(self) -> int:
-        return halo_px(self.params)
+        """The largest tile halo (the parameters' when no tile is planned)."""
+        return max((t.halo_px for t in self.tiles), default=halo_px(self.params))
+
+    @property
+    def masks(self) -> dict[str, int]:
+        """How many tiles run each cloud detector."""
+        out: dict[str, int] = {}
+        for t in self.tiles:
+            out[t.mask] = out.get(t.mask, 0) + 1
+        return out
 
     @property
     def throughput(self) -> float | None:
@@ -197,7 +209,7 @@ class Plan:
             "method": self.params.method, "bands": list(self.params.bands),
             "resolution_m": self.params.resolution_m, "tile_size_px": self.tile_size_px,
             "epsg": self.epsg, "source": self.source, "assume_decoding": self.assume,
-            "halo_px": self.halo_px,
+            "halo_px": self.halo_px, "mask": self.params.mask, "masks": self.masks,
             "totals": {
                 "groups": len(self.groups), "tiles": len(self.tiles),
                 "scenes": len(self.scenes), "pixels": sum(t.pixels for t in self.tiles),
@@ -225,8 +237,10 @@ class Plan:
         largest = max(self.tiles, key=lambda t: t.memory_gib, default=None)
         text = (f"Plan: {len(self.scenes)} scenes ({self.origin}) in {len(self.groups)} "
                 f"group(s), {len(self.tiles)} {size} at {p.resolution_m:g} m; method "
-                f"{p.method}, bands {','.join(p.bands)}; each tile read grown by a "
-                f"{self.halo_px} px halo.")
+                f"{p.method}, bands {','.join(p.bands)}; cloud mask {p.mask}"
+                + (f" ({', '.join(f'{n} on {k} tiles' for n, k in self.masks.items())})"
+                   if p.mask == "auto" and self.tiles else "")
+                + f"; each tile read grown by a {self.halo_px} px halo.")
         if largest is not None:
             text += (f" Largest tile {largest.tile.tile_id}: {largest.grown_shape[0]}x"
                      f"{largest.grown_shape[1]} px read, {len(largest.scenes)} scenes, "
@@ -245,13 +259,13 @@ class Plan:
         """The plan as text: the summary, the tiles, the scenes and their decoding."""
         lines = [self.summary(), "", f"Memory counts {MEMORY_COUNTS}.", ""]
         lines.append(f"{'tile':<40} {'epsg':>6} {'shape':>11} {'read':>11} {'scenes':>6} "
-                     f"{'dates':>5} {'GiB':>6} {'seconds':>8}")
+                     f"{'dates':>5} {'mask':>13} {'GiB':>6} {'seconds':>8}")
         for t in self.tiles[:max_tiles]:
             shape, grown = t.tile.shape, t.grown_shape
             secs = "-" if t.seconds is None else f"{t.seconds:.1f}"
             lines.append(f"{t.tile.tile_id:<40} {t.tile.epsg:>6} {shape[0]:>5}x{shape[1]:<5} "
                          f"{grown[0]:>5}x{grown[1]:<5} {len(t.scenes):>6} {t.n_dates:>5} "
-                         f"{t.memory_gib:>6.2f} {secs:>8}")
+                         f"{t.mask:>13} {t.memory_gib:>6.2f} {secs:>8}")
         if len(self.tiles) > max_tiles:
             lines.append(f"... and {len(self.tiles) - max_tiles} more tiles (--json lists all)")
         lines += ["", "Scenes (band: asset key, scale, offset, why):"]
@@ -337,7 +351,7 @@ def _cloud_ok(cover: float | None, max_cloud_pct: float | None) -> bool:
 
 def _estimate(tile: Tile, scenes: list[dict[str, Any]], group: int,
               params: MosaicParams) -> PlannedTile:
-    halo = halo_px(params)
+    halo = halo_px(params)  # params.mask resolved (build_plan)
     rows, cols = tile.grown(halo).shape
     days = {str((s.get("properties") or {}).get("datetime") or "")[:10] for s in scenes}
     n_bands = len(params.bands)
@@ -348,7 +362,7 @@ def _estimate(tile: Tile, scenes: list[dict[str, Any]], group: int,
                else rows * cols * len(days) * (n_bands / THROUGHPUT_BANDS) / rate)
     return PlannedTile(tile=tile, group=group, halo_px=halo, grown_shape=(rows, cols),
                        scenes=tuple(str(s["id"]) for s in scenes), n_dates=len(days),
-                       n_bands=n_bands, memory_gib=memory, seconds=seconds)
+                       n_bands=n_bands, memory_gib=memory, seconds=seconds, mask=params.mask)
 
 
 def build_plan(
@@ -389,7 +403,8 @@ def build_plan(
 
     Raises:
         UnsupportedItemError, UnknownAssetError, UndecodableItemError, InvalidParameterError,
-        BudgetExceededError (the grid's budgets).
+        BudgetExceededError (the grid's budgets), MissingDetectorInputError (a detector
+        that cannot run on a tile's sources, :func:`cloudfree.tile.resolve_mask`).
     """
     params = params or MosaicParams()
     budgets = budgets or Budgets()
@@ -452,8 +467,11 @@ def build_plan(
         for tile in candidates:
             if not items_for_tile(kept, tile) or tile.tile_id in tiles:
                 continue  # no scene over the tile itself, or listed already
-            scenes = items_for_tile(kept, tile, halo=halo_px(params))  # what the halo reads
-            tiles[tile.tile_id] = _estimate(tile, scenes, index, params)
+            # The detector (auto: per tile) and what its halo reads; a detector that cannot
+            # run on the tile is MissingDetectorInputError here, before any pixel is read.
+            mask, scenes = resolve_mask(kept, tile, params)
+            tiles[tile.tile_id] = _estimate(tile, scenes, index,
+                                            dataclasses.replace(params, mask=mask))
     used = {s for t in tiles.values() for s in t.scenes}
     return Plan(
         origin=origin, window=None if window is None else window.stac, params=params,

@@ -45,7 +45,10 @@ def _compute(scenes, stack, method):
 
     out = {}
     for tile in _tiles(scenes):
-        params = MosaicParams(method=method, target_date="2024-07-01", chunksize=64)
+        # The SCL mask, pinned: the reference was made with it (the default, auto, runs
+        # the multitemporal detector on this series).
+        params = MosaicParams(method=method, target_date="2024-07-01", chunksize=64,
+                              mask="scl")
         result = compute_tile(items_for_tile(scenes, tile), tile, params,
                               gdal_env=stack.gdal_env())
         for name in ("reflectance", "clear_count", "source_date", "fill"):

@@ -85,15 +85,21 @@ def test_every_pixel_deciding_parameter_splits_the_product():
 
 def test_the_scenes_and_the_encoding_make_the_same_product_again():
     """A new scene in the catalog, or another chunk size or compression, is the same product
-    made again: the same item id, another inputs hash."""
-    base = _plan(MosaicParams())
-    for other in (_plan(MosaicParams(), items=[*SCENES, _scene(28)]),
-                  _plan(MosaicParams(chunksize=256)),
-                  _plan(MosaicParams(compress="zstd"))):
+    made again: the same item id, another inputs hash. (With the default mask, ``auto``,
+    a scene that brings the series to the multitemporal detector's 4 dates changes the
+    detector, so the product: four dates here, then five.)"""
+    four = [*SCENES, _scene(25)]
+    base = _plan(MosaicParams(), items=four)
+    assert base.params.mask == "multitemporal" and _plan(MosaicParams()).params.mask == "scl"
+    assert _plan(MosaicParams()).item_id != base.item_id
+    for other in (_plan(MosaicParams(), items=[*four, _scene(28)]),
+                  _plan(MosaicParams(chunksize=256), items=four),
+                  _plan(MosaicParams(compress="zstd"), items=four)):
         assert other.item_id == base.item_id
         assert other.inputs_hash != base.inputs_hash
     # the float spelling of a parameter does not matter
-    assert _plan(MosaicParams(resolution_m=10, dilation_m=100)).item_id == base.item_id
+    assert _plan(MosaicParams(resolution_m=10, dilation_m=100), items=four).item_id == \
+        base.item_id
 
 
 @pytest.mark.filterwarnings("ignore::cloudfree.errors.CloudFreeWarning")

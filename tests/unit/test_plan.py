@@ -213,9 +213,11 @@ def test_footprint_groups_are_connected_components():
 @needs_items
 def test_tiles_read_their_halo_and_estimate_memory_and_time(es_pc_plan):
     params = es_pc_plan.params
-    halo = halo_px(params)
-    assert halo == math.ceil(params.dilation_m / params.resolution_m) == es_pc_plan.halo_px
-    for planned in es_pc_plan.tiles:
+    assert halo_px(params, "scl") == math.ceil(params.dilation_m / params.resolution_m)
+    assert es_pc_plan.halo_px == max(t.halo_px for t in es_pc_plan.tiles)
+    for planned in es_pc_plan.tiles:  # each with the halo of the detector auto chose for it
+        halo = halo_px(params, planned.mask)
+        assert planned.halo_px == halo
         rows, cols = planned.tile.shape
         assert (rows, cols) == (2048, 2048)
         assert planned.grown_shape == (rows + 2 * halo, cols + 2 * halo)
@@ -240,7 +242,8 @@ def test_a_learned_method_is_estimated_on_the_cpu():
     record = plan.as_dict()
     assert record["estimates"]["learned_method_on_cpu"] is True
     assert "on the CPU" in plan.summary()
-    assert record["halo_px"] == halo_px(MosaicParams(method="generator")) > 10
+    assert record["halo_px"] == halo_px(MosaicParams(method="generator"),
+                                        plan.tiles[0].mask) > 10
 
 
 def test_every_mosaic_method_has_a_measured_throughput():

@@ -63,8 +63,10 @@ def tiles(tmp_path_factory):
 
 
 def _run(items, tile, method):
+    # The SCL mask: the methods' seams, measured below, at the SCL's small halo (the
+    # detectors' own seams: tests/unit/test_detection_dask.py).
     params = MosaicParams(method=method, bands=BANDS, chunksize=64, dilation_m=30.0,
-                          target_date="2024-05-21")
+                          target_date="2024-05-21", mask="scl")
     return compute_tile(items, tile, params)
 
 
@@ -86,7 +88,8 @@ def test_adjacent_tiles_equal_one_tile(tiles, method):
     items, union, left, right = tiles
     whole = _run(items, union, method)
     halves = [_run(items, t, method) for t in (left, right)]
-    assert halves[0].attrs["halo_px"] == halo_px(MosaicParams(method=method, dilation_m=30.0))
+    assert halves[0].attrs["halo_px"] == halo_px(MosaicParams(method=method, dilation_m=30.0,
+                                                                  mask="scl"))
     _provenance_equal(whole, halves)
     diff = np.abs(_joined(halves, "reflectance").astype(int)
                   - whole["reflectance"].values.astype(int))
