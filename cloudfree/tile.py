@@ -315,7 +315,7 @@ def resolve_mask(items: Sequence[Mapping[str, Any]], tile: Tile, params: MosaicP
                  ) -> tuple[str, list[dict[str, Any]]]:
     """The detector ``params.mask`` resolves to on ``tile``, with the tile's sources (the
     items its halo reads, :func:`items_for_tile` grown by that detector's
-    :func:`halo_px`). ``auto``: the first of :data:`cloudfree.detection.AUTO_ORDER` that
+    :func:`halo_px`). ``auto``: the first of :func:`cloudfree.detection.auto_order` that
     can run (:func:`cloudfree.detection.runnable`) on its own sources: the cube's bands
     (``params.bands``), whether they carry SCL, their distinct dates and level
     (:func:`source_needs`). Pure: reads nothing.
@@ -324,9 +324,13 @@ def resolve_mask(items: Sequence[Mapping[str, Any]], tile: Tile, params: MosaicP
         MissingDetectorInputError: a named detector (or every one ``auto`` tries) cannot
             run on the tile's sources; it names what is missing and what would run.
     """
-    from cloudfree.detection import AUTO_ORDER, choose, runnable
+    from cloudfree.detection import auto_order, choose, runnable
 
-    names = list(AUTO_ORDER) if params.mask == "auto" else [params.mask]
+    if params.mask == "auto":  # the order depends on the sources' level
+        level = source_needs(items_for_tile(items, tile, halo=halo_px(params)))["level"]
+        names = list(auto_order(level))
+    else:
+        names = [params.mask]
     sources: list[dict[str, Any]] = []
     needs: dict[str, Any] = {}
     for name in names:

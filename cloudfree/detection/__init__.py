@@ -8,10 +8,12 @@ run, :func:`choose`), and the evaluation and the mosaics call the same function.
 
 from cloudfree.detection._registry import (
     AUTO_ORDER,
+    AUTO_ORDER_L1C,
     DETECTORS,
     Detection,
     DetectionInput,
     DetectorSpec,
+    auto_order,
     choose,
     detect,
     esa_band_name,
@@ -22,10 +24,12 @@ from cloudfree.detection._registry import (
 
 __all__ = (
     "AUTO_ORDER",
+    "AUTO_ORDER_L1C",
     "DETECTORS",
     "Detection",
     "DetectionInput",
     "DetectorSpec",
+    "auto_order",
     "choose",
     "detect",
     "esa_band_name",

@@ -199,6 +199,14 @@ DETECTORS: dict[str, DetectorSpec] = {spec.name: spec for spec in (
 
 #: What ``auto`` tries, best first: the first whose needs an input meets runs.
 AUTO_ORDER: tuple[str, ...] = ("multitemporal", "scl", "s2cloudless")
+#: ``auto``'s order on L1C input: s2cloudless's model is made for top-of-atmosphere
+#: reflectance, and an L1C series has no SCL to seed the multi-temporal reference.
+AUTO_ORDER_L1C: tuple[str, ...] = ("s2cloudless", "multitemporal", "scl")
+
+
+def auto_order(level: str | None) -> tuple[str, ...]:
+    """What ``auto`` tries, best first, on input of ``level``."""
+    return AUTO_ORDER_L1C if level == "L1C" else AUTO_ORDER
 
 
 def list_detectors(use: Use | None = None) -> tuple[str, ...]:
@@ -236,7 +244,7 @@ def _weights_given(spec: DetectorSpec, weights: Mapping[str, Any] | None = None)
 def choose(name: str, band_names: Sequence[str], *, has_scl: bool, n_dates: int,
            level: str | None = None, weights: Mapping[str, Any] | None = None) -> str:
     """The detector ``name`` resolves to for an input: ``auto`` becomes the first of
-    :data:`AUTO_ORDER` that can run; any other name is checked, and a detector that
+    :func:`auto_order` (:data:`AUTO_ORDER`, :data:`AUTO_ORDER_L1C` on L1C) that can run; any other name is checked, and a detector that
     cannot run is :class:`~cloudfree.errors.MissingDetectorInputError`, naming what it
     lacks and the detectors that would run. (A learned detector named explicitly passes
     here without weights: running it raises
@@ -245,12 +253,13 @@ def choose(name: str, band_names: Sequence[str], *, has_scl: bool, n_dates: int,
 
     can = runnable(band_names, has_scl=has_scl, n_dates=n_dates, level=level, weights=weights)
     if name == "auto":
-        for candidate in AUTO_ORDER:
+        order = auto_order(level)
+        for candidate in order:
             if candidate in can:
                 return candidate
         lacks = [f"for {candidate}, " + " and ".join(DETECTORS[candidate].missing(
             band_names, has_scl=has_scl, n_dates=n_dates, level=level))
-            for candidate in AUTO_ORDER]
+            for candidate in order]
         raise MissingDetectorInputError("auto", lacks, list(band_names), can)
     spec = get_detector(name)
     lacks = spec.missing(band_names, has_scl=has_scl, n_dates=n_dates, level=level)

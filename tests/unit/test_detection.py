@@ -49,8 +49,9 @@ def test_esa_band_name(name, esa):
     (L2A_BANDS, True, 20, "L2A", "multitemporal"),  # an L2A series
     (L2A_BANDS, True, 3, "L2A", "scl"),  # too few dates for the multi-temporal tests
     (("blue", "green", "red", "nir", "swir16"), True, 2, "L2A", "scl"),  # asset keys
-    (L1C_BANDS, False, 5, "L1C", "multitemporal"),
-    (L1C_BANDS, False, 2, "L1C", "s2cloudless"),  # single L1C dates
+    (L1C_BANDS, False, 5, "L1C", "s2cloudless"),  # L1C: its model first, series or not
+    (L1C_BANDS, False, 2, "L1C", "s2cloudless"),
+    (L1C_BANDS[1:], False, 5, "L1C", "multitemporal"),  # no B01: s2cloudless cannot run
     (("B05", "B06", "B07", "B8A", "B11", "B12"), True, 146, "L2A", "multitemporal"),
 ])
 def test_auto_picks_the_first_that_can_run(bands, has_scl, n_dates, level, expected):
