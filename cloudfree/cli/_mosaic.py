@@ -38,8 +38,8 @@ def add_mask_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask", default="auto", choices=[*list_detectors("mosaic"), "auto"],
         help="cloud and shadow detector (default auto: per tile, the first that can run of "
-             f"{', '.join(AUTO_ORDER)}; e.g. multitemporal on an L2A series of 4+ dates, "
-             "else scl)")
+             f"{', '.join(AUTO_ORDER)} (on L1C, s2cloudless first); e.g. multitemporal "
+             "with SCL on an L2A series of 4+ dates, else scl)")
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
