@@ -96,13 +96,9 @@ def sun_angles(cube: xr.DataArray, days: NDArray[np.float64],
                 return (90.0 - zenith if is_elevation else zenith), azimuth
     if lonlat is None:
         return None, None
-    from cloudfree.detection.sun import local_solar_days, solar_angles
+    from cloudfree.detection.sun import overpass_angles
 
-    lon, lat = float(lonlat[0]), float(lonlat[1])
-    when = np.asarray(days, np.float64)
-    when = np.where(when == np.floor(when), local_solar_days(when, lon), when)
-    zenith, azimuth = solar_angles(when, lon, lat)
-    return np.asarray(zenith, np.float64), np.asarray(azimuth, np.float64)
+    return overpass_angles(days, float(lonlat[0]), float(lonlat[1]))
 
 
 def _decode(dn: NDArray[Any]) -> NDArray[np.float32]:

@@ -283,7 +283,7 @@ def _tests(bands: dict[str, F32 | None], reference: _Reference, p: dict[str, Any
 
 def _sun(inp: DetectionInput) -> tuple[NDArray[np.float64] | None, NDArray[np.float64] | None,
                                        str]:
-    from cloudfree.detection.sun import local_solar_days, solar_angles
+    from cloudfree.detection.sun import overpass_angles
 
     n = inp.bands.shape[0]
     if inp.sun_zenith_deg is not None and inp.sun_azimuth_deg is not None:
@@ -294,11 +294,7 @@ def _sun(inp: DetectionInput) -> tuple[NDArray[np.float64] | None, NDArray[np.fl
                                         f"give one sun zenith and azimuth per date ({n})")
         return zenith, azimuth, "items"
     if inp.lonlat is not None:
-        lon, lat = inp.lonlat
-        days = np.asarray(inp.days, np.float64)
-        if np.all(days == np.floor(days)):  # no time of day: Sentinel-2's overpass
-            days = local_solar_days(days, lon)
-        zenith, azimuth = solar_angles(days, lon, lat)
+        zenith, azimuth = overpass_angles(inp.days, *inp.lonlat)
         return zenith, azimuth, "computed"
     return None, None, "none"
 

@@ -71,6 +71,15 @@ def local_solar_days(days: ArrayLike, lon_deg: float,
     return out
 
 
+def overpass_angles(days: ArrayLike, lon_deg: float, lat_deg: float) -> tuple[F64, F64]:
+    """:func:`solar_angles` at ``days``, a date without a time of day (a whole day
+    number) taken at Sentinel-2's overpass (:func:`local_solar_days`)."""
+    when = np.asarray(days, dtype=np.float64)
+    when = np.where(when == np.floor(when), local_solar_days(when, lon_deg), when)
+    zenith, azimuth = solar_angles(when, lon_deg, lat_deg)
+    return np.asarray(zenith, np.float64), np.asarray(azimuth, np.float64)
+
+
 def lonlat_of(crs: str, transform: Sequence[float], shape: Sequence[int]) -> tuple[float, float]:
     """The (lon, lat) in degrees of the centre of a grid.
 

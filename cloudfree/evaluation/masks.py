@@ -53,12 +53,10 @@ def detection_input(case: Case, bands: np.ndarray | None = None,
     zenith = azimuth = None
     lonlat = None
     if case.crs is not None and case.transform is not None:
-        from cloudfree.detection.sun import local_solar_days, lonlat_of, solar_angles
+        from cloudfree.detection.sun import lonlat_of, overpass_angles
 
         lonlat = lonlat_of(case.crs, case.transform, case.bands.shape)
-        when = days if not np.all(days == np.floor(days)) else local_solar_days(days,
-                                                                                 lonlat[0])
-        zenith, azimuth = solar_angles(when, *lonlat)
+        zenith, azimuth = overpass_angles(days, *lonlat)
         zenith, azimuth = zenith[select], azimuth[select]
     return DetectionInput(
         bands=np.ascontiguousarray(data, dtype=np.float32),
