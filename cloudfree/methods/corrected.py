@@ -82,6 +82,21 @@ def _sums_length(masks: int, n_candidates: int, n_sigmas: int) -> int:
     return masks * n_candidates * n_sigmas + masks + 1
 
 
+def held_out_masks(usable: np.ndarray, cloud_fraction: np.ndarray, rows: np.ndarray,
+                   cols: np.ndarray, *, frame: int, shape: tuple[int, int], seed: int,
+                   masks: int) -> list[np.ndarray]:
+    """The self-validation's held-out masks on one chunk (or the whole image): (h, w) bool
+    each, ``masks`` in all. The cloud masks of other partly cloudy frames, else discs
+    (:func:`cloudfree.methods.correction.held_out_plan`), decided from the whole tile's
+    ``cloud_fraction`` (T,) and ``seed`` alone, so every chunk draws the same masks;
+    ``rows``/``cols`` are the chunk's global pixel indices. Whatever is fitted to the
+    target frame's visible pixels and judged by the self-validation must not train on
+    their union."""
+    frames, discs = correction.held_out_plan(cloud_fraction, frame,
+                                             np.random.default_rng(seed), masks, shape)
+    return [~usable[t] for t in frames] + [correction.disc_mask(rows, cols, d) for d in discs]
+
+
 def validation_sums(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray,
                     cloud_fraction: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                     scored: np.ndarray | None, *, frame: int, shape: tuple[int, int],
@@ -102,10 +117,8 @@ def validation_sums(observed: np.ndarray, usable: np.ndarray, candidates: np.nda
     support = usable[frame] & np.isfinite(candidates).all(axis=(0, 1))
     residual = np.where(support, observed[None] - candidates, 0.0)
     residual = residual.reshape(n_candidates * n_bands, *support.shape)
-    frames, discs = correction.held_out_plan(cloud_fraction, frame,
-                                             np.random.default_rng(seed), masks, shape)
-    held_masks = [~usable[t] for t in frames] + [correction.disc_mask(rows, cols, d)
-                                                  for d in discs]
+    held_masks = held_out_masks(usable, cloud_fraction, rows, cols, frame=frame, shape=shape,
+                                seed=seed, masks=masks)
     scored = np.ones(support.shape, bool) if scored is None else scored
     errors = np.zeros((masks, n_candidates, len(sigmas)))
     counts = np.zeros(masks)
