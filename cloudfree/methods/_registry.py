@@ -87,6 +87,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "on its own clear pixels, then fitted to them", "generator", targeted=True,
                learned=True, corrected=True, halo_px=_GENERATOR_PX,
                fill_classes=("nodata", "observed", "generated")),
+    MethodSpec("network",
+               "the generator network's own prediction: interpolation plus the network's "
+               "residual, scaled per band by self-validation (no head, no correction)",
+               "network", targeted=True, learned=True, corrected=False, halo_px=36,
+               fill_classes=("observed", "generated"), uses=("evaluation",)),
     MethodSpec("generator_no_tta",
                "the pretrained generator network alone, without test-time training (ablation)",
                "generator", targeted=True, learned=True, corrected=False, halo_px=36,

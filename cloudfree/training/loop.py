@@ -24,6 +24,7 @@ from cloudfree.models.weights import MODEL_BANDS, ModelCard, default_normalisati
 from cloudfree.training import losses
 from cloudfree.training.data import SeriesSampler
 from cloudfree.training.options import TrainOptions
+from cloudfree.training.series_data import SeriesSource
 
 if TYPE_CHECKING:
     from cloudfree.settings import Settings
@@ -44,6 +45,25 @@ def build(options: TrainOptions) -> tuple[Generator, PatchDiscriminator]:
                           depth=options.depth, heads=options.heads)
     discriminator = PatchDiscriminator(n_bands=len(MODEL_BANDS), base_channels=16)
     return generator, discriminator
+
+
+def initial_weights(generator: Generator, init: str) -> None:
+    """Load ``init`` (a shipped model name, or a .pt state dict) into ``generator``; a clear
+    error when it is missing, unreadable or of another architecture."""
+    from cloudfree.models.weights import WEIGHTS_DIR
+
+    path = Path(init) if init.endswith(".pt") else WEIGHTS_DIR / f"{init}.pt"
+    if not path.is_file():
+        raise InvalidParameterError("init", init, f"no weights at {path}: give a shipped "
+                                    "model name (default) or a .pt state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        generator.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in state.items()})
+    except (RuntimeError, AttributeError, OSError) as exc:
+        raise InvalidParameterError("init", init, "cannot be loaded into a generator of "
+                                    f"these options (base_channels, depth, heads): {exc}"
+                                    ) from exc
 
 
 def train_step(generator: Generator, discriminator: PatchDiscriminator,
@@ -151,17 +171,37 @@ def build_samplers(options: TrainOptions, settings: Settings | None = None,
                                       n_landscapes=options.n_landscapes, world_px=options.world_px))
     if options.data in ("stac", "mixed"):
         samplers.append(stac_sampler(options, settings, source_defaults))
+    if options.data in ("series", "synth+series"):
+        samplers += series_samplers(options)
     return samplers
 
 
-def _source_record(source: StacSource) -> dict[str, Any]:
+def series_samplers(options: TrainOptions) -> list[CubeSampler]:
+    """One sampler per ``options.series`` file; crops are ``options.size`` px, or the
+    file's smaller side when it is smaller (a 32 px series gives 32 px crops)."""
+    from cloudfree.training.series_data import series_cube
+    from cloudfree.training.stac_data import CubeSampler
+
+    samplers = []
+    for path in [p.strip() for p in str(options.series).split(",") if p.strip()]:
+        cube = series_cube(path)
+        size = min(options.size, *cube.reflectance.shape[-2:])
+        samplers.append(CubeSampler(cube, size=size, frames=options.frames, seed=options.seed,
+                                    nearest=True))
+    return samplers
+
+
+def _source_record(source: StacSource | SeriesSource) -> dict[str, Any]:
     """A STAC source as plain values for the card: where, when, how many scenes."""
+    if isinstance(source, SeriesSource):
+        return source.record()
     return {"stac_url": source.stac_url, "collection": source.collection,
             "bbox": list(source.bbox), "datetime": source.datetime,
             "n_scenes": len(source.scene_ids), "fingerprint": source.fingerprint}
 
 
-def _stac_sources(samplers: list[SeriesSampler | CubeSampler]) -> list[StacSource]:
+def _stac_sources(samplers: list[SeriesSampler | CubeSampler]
+                  ) -> list[StacSource | SeriesSource]:
     return [s.source for s in samplers if not isinstance(s, SeriesSampler)]
 
 
@@ -222,6 +262,9 @@ def train(options: TrainOptions, *, log: Callable[[str], object] = print,
     fingerprints = [source.fingerprint for source in _stac_sources(samplers)]
     torch.manual_seed(options.seed)
     generator, discriminator = build(options)
+    if options.init is not None and resume is None:
+        initial_weights(generator, options.init)
+        log(f"generator initialised from {options.init}")
     generator.to(dev)
     discriminator.to(dev)
     opt_g = torch.optim.AdamW(generator.parameters(), lr=options.lr, betas=(0.5, 0.999))

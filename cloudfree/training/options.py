@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 from cloudfree.errors import InvalidParameterError
 from cloudfree.grid import Bbox, parse_bbox
 
-DataSource = Literal["synth", "stac", "mixed"]
+DataSource = Literal["synth", "stac", "mixed", "series", "synth+series"]
 Device = Literal["auto", "cpu", "cuda"]
 DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -57,7 +57,16 @@ class TrainOptions:
         "synth", "training series: synth (generated in memory by the synthetic world; the "
         "default, since it needs no running services), stac (a time cube of a STAC source, "
         "by default the demo catalog: run 'cloudfree services up' and 'cloudfree "
-        "demo-catalog' first), or mixed (synth and stac batches in turn)")
+        "demo-catalog' first), mixed (synth and stac batches in turn), series (the --series "
+        "files) or synth+series (synth and series batches in turn)")
+    series: str | None = option(
+        None, "data series/synth+series: comma-separated evaluation-format .npz series "
+        "(bands, band_names, dates, cloud_mask; see cloudfree.evaluation.harness) to train on; "
+        "their real cloud masks are pasted onto their own clear pixels", metavar="NPZ[,NPZ]")
+    init: str | None = option(
+        None, "start from these generator weights: a shipped model name (default) or a "
+        ".pt state dict of the same architecture; the discriminator starts fresh",
+        metavar="WEIGHTS")
     stac_url: str | None = option(
         None, "STAC API of data stac/mixed (default: CLOUDFREE_STAC_API_URL, else the local "
         "one with the demo catalog)")
@@ -91,6 +100,9 @@ class TrainOptions:
                                      ("device", self.device, DEVICES)):
             if value not in choices:
                 raise InvalidParameterError(name, value, f"choose one of {', '.join(choices)}")
+        if self.data in ("series", "synth+series") and not self.series:
+            raise InvalidParameterError("series", self.series, f"data={self.data!r} trains on "
+                                        "series files: give --series PATH.npz[,PATH.npz]")
         if self.bbox is not None:  # the CLI gives a string, a flow or a JSON config a list
             object.__setattr__(self, "bbox", parse_bbox(self.bbox).bbox)
 

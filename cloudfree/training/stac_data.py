@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,6 +45,7 @@ from cloudfree.models.weights import (
 from cloudfree.search import search_scenes
 from cloudfree.sentinel2 import NODATA, to_reflectance
 from cloudfree.training.data import cloud_mask, draw_band_set, draw_orientation, orient
+from cloudfree.training.series_data import SeriesSource
 
 #: The cube's largest side by default: T x C x 512 x 512 float32 stays well under a GB.
 DEFAULT_CUBE_PX = 512
@@ -106,7 +108,7 @@ class TrainingCube:
     days: np.ndarray  # (T,) days since 1970-01-01, increasing
     bands: tuple[str, ...]  # model band ids of the C bands, in MODEL_BANDS order
     tile: Tile  # the grid: EPSG, bounds, resolution
-    source: StacSource
+    source: StacSource | SeriesSource
 
 
 def model_assets(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -252,7 +254,8 @@ class CubeSampler:
     training resumes exactly. Same interface as :class:`~cloudfree.training.data.SeriesSampler`."""
 
     def __init__(
-        self, cube: TrainingCube, *, size: int = 64, frames: int = 6, seed: int = 0
+        self, cube: TrainingCube, *, size: int = 64, frames: int = 6, seed: int = 0,
+        nearest: bool = False,
     ) -> None:
         n_dates, _, height, width = cube.reflectance.shape
         where = f"the cube of {cube.source.collection!r} over {list(cube.source.bbox)}"
@@ -271,6 +274,9 @@ class CubeSampler:
                 "ask for fewer frames or widen the datetime",
             )
         self.cube, self.size, self.frames, self.seed = cube, size, frames, seed
+        #: draw a target date, then the dates nearest it with clear pixels in the crop (as
+        #: inference picks them), instead of dates at random over the whole cube
+        self.nearest = nearest
         self.source = cube.source
         norm = default_normalisation()
         offset = np.array([norm["offset"][b] for b in cube.bands], np.float32)[:, None, None]
@@ -348,13 +354,28 @@ class CubeSampler:
     def description(self) -> str:
         """What the series are, for the model card."""
         src, (n_dates, _, height, width) = self.source, self.values.shape
+        if isinstance(src, SeriesSource):
+            return (
+                f"real Sentinel-2 series from the file {Path(src.path).name} (SHA-256 "
+                f"{src.sha256[:12]}...): {n_dates} dates {src.datetime}, {height}x{width} px "
+                f"at {src.resolution_m:g} m, bands {', '.join(self.cube.bands)}, clear "
+                f"masks from {src.masking}; "
+                + ("crops of a target date and the dates nearest it with clear pixels; "
+                   if self.nearest else "")
+                + self._gaps_text
+            )
         bbox = ", ".join(f"{v:.5f}" for v in src.bbox)
         return (
             f"Sentinel-2 time cube from STAC collection {src.collection!r} at {src.stac_url}, "
             f"bbox [{bbox}], datetime {src.datetime}: {len(src.scene_ids)} scenes on "
             f"{n_dates} dates, {height}x{width} px at {src.resolution_m:g} m, bands "
-            f"{', '.join(self.cube.bands)}, clear masks from {src.masking}; gaps: real cloud "
-            f"masks of {len(self.pool_frames)} cloudy frames (mask pool, "
+            f"{', '.join(self.cube.bands)}, clear masks from {src.masking}; " + self._gaps_text
+        )
+
+    @property
+    def _gaps_text(self) -> str:
+        return (
+            f"gaps: real cloud masks of {len(self.pool_frames)} cloudy frames (mask pool, "
             f"{POOL_CLOUD_FRACTION[0]:.0%}-{POOL_CLOUD_FRACTION[1]:.0%} cloud) pasted at "
             "random places, turned and flipped, and synthetic Perlin clouds (thick and thin) "
             "with displaced shadows; losses only on pixels clear in the real cube"
@@ -399,13 +420,36 @@ class CubeSampler:
         ) ** 2
         return disc
 
+    def _nearest_frames(self, rng: np.random.Generator, y: int, x: int) -> np.ndarray:
+        """A random date at least :data:`MIN_KNOWN_FRACTION` clear in the crop (any date
+        when none is) and the ``frames - 1`` dates nearest it with any clear pixel there,
+        in time order: the series inference builds around a target."""
+        s = self.size
+        known = self.known[:, y : y + s, x : x + s].mean(axis=(1, 2))
+        clear_enough = np.flatnonzero(known >= MIN_KNOWN_FRACTION)
+        pool = clear_enough if len(clear_enough) else np.arange(len(known))
+        centre = int(pool[rng.integers(len(pool))])
+        others = np.flatnonzero(known > 0.02)
+        others = others[others != centre]
+        order = others[np.argsort(np.abs(self.cube.days[others] - self.cube.days[centre]),
+                                  kind="stable")]
+        chosen = list(order[: self.frames - 1]) + [centre]
+        if len(chosen) < self.frames:  # too few dates with clear pixels: any others
+            rest = [i for i in np.argsort(np.abs(self.cube.days - self.cube.days[centre]),
+                                          kind="stable") if i not in chosen]
+            chosen += rest[: self.frames - len(chosen)]
+        return np.sort(np.asarray(chosen))
+
     def _draw(self, rng: np.random.Generator) -> SeriesDraw:
         n_dates, height, width = self.known.shape
         s, t = self.size, self.frames
         best: tuple[float, np.ndarray, int, int] | None = None
         for _ in range(MAX_DRAWS):  # a crop with at least one frame clear enough
-            frames = np.sort(rng.choice(n_dates, t, replace=False))
             y, x = int(rng.integers(0, height - s + 1)), int(rng.integers(0, width - s + 1))
+            if self.nearest:
+                frames = self._nearest_frames(rng, y, x)
+            else:
+                frames = np.sort(rng.choice(n_dates, t, replace=False))
             score = float(self.known[frames, y : y + s, x : x + s].mean(axis=(1, 2)).max())
             if best is None or score > best[0]:
                 best = (score, frames, y, x)

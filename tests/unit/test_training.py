@@ -85,7 +85,7 @@ def test_cli_train_arguments_are_the_options():
         assert action.help.startswith(option.metadata["description"]), option.name
         if hints[option.name] in (int, float):
             assert action.type is hints[option.name], option.name
-    assert _train_action("data").choices == ("synth", "stac", "mixed")
+    assert _train_action("data").choices == ("synth", "stac", "mixed", "series", "synth+series")
     assert _train_action("out_dir").option_strings == ["--out"]
     args = cli.build_parser().parse_args(["train"])
     parsed = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)}
@@ -127,3 +127,83 @@ def test_prefect_flow_parameters_are_the_options():
     for bad in ({"steps": "many"}, {"data": "lidar"}):
         with pytest.raises(ParameterTypeError):
             train_flow.train.validate_parameters({"options": bad})
+
+
+def _series_file(path, *, band_names=("B12", "B04", "B08"), n_dates=12, size=24, seed=0):
+    """An evaluation-format series: smooth reflectance, a cloud blob on every other date."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    bands = rng.uniform(0.05, 0.4, (n_dates, len(band_names), size, size)).astype(np.float32)
+    cloud = np.zeros((n_dates, size, size), bool)
+    cloud[1::2, : size // 2, : size // 2] = True
+    dates = np.array([f"2024-{1 + i // 2:02d}-{1 + 14 * (i % 2):02d}" for i in range(n_dates)])
+    np.savez(path, bands=bands, band_names=np.array(band_names), dates=dates, cloud_mask=cloud)
+    return bands, cloud
+
+
+def test_series_file_becomes_a_training_cube(tmp_path):
+    import numpy as np
+
+    from cloudfree.training.series_data import series_cube
+
+    bands, cloud = _series_file(tmp_path / "s.npz")
+    cube = series_cube(tmp_path / "s.npz")
+    # model band order, and ndvi added from red and NIR
+    assert cube.bands == ("B04", "B08", "B12", "ndvi")
+    assert np.array_equal(cube.reflectance[:, 0], bands[:, 1])
+    assert np.array_equal(cube.reflectance[:, 2], bands[:, 0])
+    assert np.array_equal(cube.clear, ~cloud)
+    assert cube.source.sha256 and cube.source.datetime == "2024-01-01/2024-06-15"
+
+
+def test_series_sampler_draws_the_nearest_dates(tmp_path):
+    import numpy as np
+
+    from cloudfree.training.series_data import series_cube
+    from cloudfree.training.stac_data import CubeSampler
+
+    _series_file(tmp_path / "s.npz", n_dates=20)
+    cube = series_cube(tmp_path / "s.npz")
+    sampler = CubeSampler(cube, size=16, frames=4, seed=3, nearest=True)
+    for draw in sampler.draws(0, 8):
+        days = cube.days[draw.frames]
+        assert len(draw.frames) == 4 and (np.diff(days) > 0).all()
+        # nearest: no date left out lies inside the span of the drawn ones
+        inside = (cube.days > days.min()) & (cube.days < days.max())
+        assert inside.sum() <= 2  # the drawn ones in between, nothing skipped
+    batch = sampler.batch(0, 2)
+    assert batch["truth"].shape == (2, 4, 14, 16, 16) and batch["known"].mean() < 1
+
+
+def test_series_training_and_init(tmp_path):
+    _series_file(tmp_path / "s.npz", n_dates=16, size=32)
+    first = train(TrainOptions(steps=2, out_dir=str(tmp_path / "a"), data="synth+series",
+                               series=str(tmp_path / "s.npz"), **TINY_TRAINING),
+                  log=lambda *_: None)
+    _, card = load_generator("default", directory=tmp_path / "a")
+    assert "s.npz" in card.training_data and "synthetic" in card.training_data
+    assert card.training["stac_sources"][0]["sha256"]
+    # init: the second run starts from the first one's weights
+    logs: list[str] = []
+    train(TrainOptions(steps=1, out_dir=str(tmp_path / "b"), data="series",
+                       series=str(tmp_path / "s.npz"), init=first["weights"], **TINY_TRAINING),
+          log=logs.append)
+    assert any("initialised from" in line for line in logs)
+
+
+def test_series_options_refuse_bad_input(tmp_path):
+    import numpy as np
+
+    with pytest.raises(InvalidParameterError, match="--series"):
+        TrainOptions(data="series")
+    np.savez(tmp_path / "bad.npz", bands=np.zeros((6, 1, 8, 8), np.float32),
+             band_names=np.array(["thermal"]), dates=np.array(["2024-01-01"] * 6),
+             cloud_mask=np.zeros((6, 8, 8), bool))
+    with pytest.raises(InvalidParameterError, match="model bands"):
+        train(TrainOptions(steps=1, out_dir=str(tmp_path / "x"), data="series",
+                           series=str(tmp_path / "bad.npz"), **TINY_TRAINING),
+              log=lambda *_: None)
+    with pytest.raises(InvalidParameterError, match="init"):
+        train(TrainOptions(steps=1, out_dir=str(tmp_path / "y"), init=str(tmp_path / "no.pt"),
+                           **TINY_TRAINING), log=lambda *_: None)
