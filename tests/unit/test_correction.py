@@ -4,12 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cloudfree.evaluation.harness import BASELINES, evaluate_cases
 from cloudfree.methods import correction
 from cloudfree.methods.corrected import correct_frame
-from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected
+from cloudfree.methods.interpolate_corrected import evaluate as interpolate_corrected_fn
 from cloudfree.testing import shared_data_dir
+
+
+def interpolate_corrected(series, days, target):
+    """The evaluation function's values (it may return a Reconstruction with an interval)."""
+    out = interpolate_corrected_fn(series, days, target)
+    return np.asarray(getattr(out, "values", out))
 
 
 def disc(size, cy, cx, radius):
@@ -31,6 +38,47 @@ def test_spread_leaves_pixels_out_of_reach_uncorrected():
     reach = correction.kernel_radius(4.0)
     assert np.allclose(out[0, :5], 0.05)
     assert (out[0, 5 + reach + 1:] == 0).all()
+
+
+def direct_spread(residual, visible, sigma):
+    """The definition, with scipy's direct Gaussian filter (what spread computed before the
+    FFT): normalised convolution, 0 where the weight is below 1e-8."""
+    def gauss(x):
+        return ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=correction.TRUNCATE)
+    weight = gauss(visible.astype(np.float64))
+    out = np.stack([gauss(np.where(visible, r, 0.0)) for r in residual])
+    return np.where(weight > 1e-8, out / np.maximum(weight, 1e-8), 0.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (40, 300), (130, 97)])
+def test_spread_equals_the_direct_gaussian_filter(shape):
+    """The FFT path equals scipy's direct filter (reflect edges, truncated kernel) up to
+    float rounding, also on images smaller than the kernel, and reaches exactly as far."""
+    rng = np.random.default_rng(3)
+    residual = rng.normal(size=(2, *shape))
+    visible = rng.random(shape) > 0.6
+    visible[: shape[0] // 2, : shape[1] // 3] = False
+    for sigma in (0.5, 4.0, 32.0):
+        expected = direct_spread(residual, visible, sigma)
+        out = correction.spread(residual, visible, sigma)
+        assert np.allclose(out, expected, rtol=0, atol=1e-8)
+        assert np.array_equal(out == 0, expected == 0)
+
+
+def test_held_out_errors_equal_the_direct_filter_per_sigma():
+    rng = np.random.default_rng(4)
+    residual = rng.normal(size=(3, 90, 70))
+    visible = rng.random((90, 70)) > 0.3
+    held = disc(90, 40, 30, 15)[:, :70]
+    scored = np.zeros((90, 70), bool)
+    scored[10:80] = True
+    errors = correction.held_out_errors(residual, visible, held, scored=scored)
+    summed = held & scored
+    for i, sigma in enumerate(correction.SIGMAS_PX):
+        spread = direct_spread(residual, visible & ~held, sigma)
+        expected = ((spread - residual)[:, summed] ** 2).sum(axis=1)
+        assert np.allclose(errors[i], expected, rtol=1e-10, atol=0)
+    assert not correction.held_out_errors(residual, visible, np.zeros_like(held)).any()
 
 
 def test_correct_keeps_visible_pixels_bit_exact():
