@@ -8,7 +8,8 @@ every date missing) is filled by :func:`cloudfree.methods.generator.fill_series`
 ``default`` generator, or a randomly initialised generator of the default architecture
 when no weights are shipped (the line says which). Prints seconds, megapixels per second of
 output frame (size² / seconds: one mosaic frame's worth of pixels, every date filled) and
-peak RSS; then the mosaic path (:func:`generator_composite_array`: the frame in the middle,
+peak RSS; then one frame with the target-only forward (:func:`fill_frame`: the encoder on
+every date, the decoder on that frame alone); then the mosaic path (:func:`generator_composite_array`: the frame in the middle,
 the network with it hidden, the test-time head trained on the frame's clear pixels, then
 the residual correction). On CUDA the same in bf16
 autocast, else that no GPU was found. Figures are
@@ -26,7 +27,7 @@ import torch
 from scipy import ndimage
 
 from cloudfree.methods.generator import generator_composite_array
-from cloudfree.models.inference import fill_series
+from cloudfree.models.inference import fill_frame, fill_series
 from cloudfree.sentinel2 import DEFAULT_BANDS
 
 
@@ -81,6 +82,21 @@ def run(values, days, bands, *, device: str, precision: str, args) -> float:
     return seconds
 
 
+def run_frame(values, days, bands, *, device: str, precision: str, args) -> float:
+    """One frame filled with the target-only forward (:func:`fill_frame`), the middle one."""
+    model, card, _ = load_model(device)
+    frame = len(days) // 2
+    start = time.perf_counter()
+    out = fill_frame(values, days, bands, frame=frame, model=model, card=card,
+                     tile_px=args.tile, batch_size=args.batch, device=device,
+                     precision=precision)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert np.isfinite(out).all()
+    return seconds
+
+
 def run_mosaic(values, days, bands, *, device: str, precision: str, args) -> float:
     """The product path: the mosaic frame, network with the target hidden, the test-time
     head, then the residual correction (width chosen by self-validation)."""
@@ -120,6 +136,9 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  {seconds:.1f} s, {mpx / seconds:.3f} Mpx/s of output frame "
           f"({mpx * args.dates / seconds:.3f} Mpx/s over all dates), peak RSS {peak:.0f} MB")
+    seconds = run_frame(values, days, bands, device="cpu", precision="fp32", args=args)
+    print(f"  one frame, target-only forward (fill_frame): {seconds:.1f} s, "
+          f"{mpx / seconds:.3f} Mpx/s of output frame")
     seconds = run_mosaic(values, days, bands, device="cpu", precision="fp32", args=args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  mosaic (network + test-time head + correction): {seconds:.1f} s, {mpx / seconds:.3f} Mpx/s "

@@ -248,15 +248,150 @@ def fill_series(
     return np.where(missing, restored, values).astype(np.float32, copy=False)
 
 
+#: A frame takes part in a target-only prediction when more than this share of the tile is
+#: usable on it (as the evaluation's ``select_frames``).
+MIN_USABLE = 0.02
+#: Frames the network sees for one target (the target and its nearest usable dates).
+MAX_FRAMES = 8
+
+
+def select_frames(usable_fraction: NDArray[Any], days: NDArray[Any], target: int,
+                  max_frames: int = MAX_FRAMES) -> NDArray[np.intp]:
+    """The target and the ``max_frames - 1`` frames nearest it in time with more than
+    :data:`MIN_USABLE` of the tile usable (ties: the earlier index), in time order.
+
+    Decided from per-frame usable fractions of the *whole* tile, so that every chunk of a
+    chunked run chooses the same frames (the rule of
+    :func:`cloudfree.methods.generator.select_frames`, which the evaluation computes from the
+    series itself)."""
+    usable = np.asarray(usable_fraction, np.float64) > MIN_USABLE
+    days = np.asarray(days, np.float64)
+    if usable.shape != days.shape or not 0 <= target < len(days):
+        raise InvalidParameterError("usable_fraction", usable.shape,
+                                    f"give one fraction per date and a target in 0..{len(days) - 1}")
+    if max_frames < 1:
+        raise InvalidParameterError("max_frames", max_frames, "give an integer >= 1")
+    usable[target] = True
+    candidates = np.flatnonzero(usable)
+    order = candidates[np.argsort(np.abs(days[candidates] - days[target]), kind="stable")]
+    chosen = np.sort(order[:max_frames])
+    picked: NDArray[np.intp] = chosen[np.argsort(days[chosen], kind="stable")]
+    return picked
+
+
+def fill_frame(
+    values: NDArray[Any],
+    days: NDArray[Any],
+    band_names: Sequence[str],
+    *,
+    frame: int,
+    model: Any = None,
+    card: ModelCard | None = None,
+    model_name: str = "default",
+    tile_px: int = DEFAULT_TILE_PX,
+    halo_px: int | None = None,
+    batch_size: int = 4,
+    device: str | None = None,
+    precision: Precision = "auto",
+) -> NDArray[np.float32]:
+    """Fill the missing values of frame ``frame`` of a (T, C, H, W) series: what
+    ``fill_series(values, ...)[frame]`` returns, for about the cost of one frame's decoder.
+
+    The network runs with its target-only forward (``model(..., target=frame)``, for a model
+    with ``forward_target``: the encoder on every frame, the attention's query and the
+    decoder on ``frame`` alone; a model without one runs its full forward), only on tiles whose core holds a missing value of that frame,
+    and each tile's inputs are prepared from its own window (no whole-image copy in the
+    model's band set). Tiling, halo and precision as :func:`fill_series`; chunked equals
+    whole up to float rounding, and the frame's finite values pass through bit-identical.
+
+    Returns:
+        (C, H, W) float32.
+    """
+    import torch
+
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 4:
+        raise InvalidParameterError("values", values.shape, "give a (time, band, y, x) array")
+    days = np.asarray(days, dtype=np.float64)
+    if days.shape != values.shape[:1]:
+        raise InvalidParameterError("days", days.shape, f"give {values.shape[0]} days")
+    if len(band_names) != values.shape[1]:
+        raise InvalidParameterError("band_names", band_names,
+                                    f"give {values.shape[1]} names, one per band")
+    if not 0 <= frame < values.shape[0]:
+        raise InvalidParameterError("frame", frame, f"give a frame in 0..{values.shape[0] - 1}")
+    if batch_size < 1:
+        raise InvalidParameterError("batch_size", batch_size, "give an integer >= 1")
+    if model is None:
+        model, card = cached_generator(model_name, device or default_device())
+    device = device or _model_device(model)
+    factor, tile, halo = _geometry(model, tile_px, halo_px)
+    missing = ~np.isfinite(values[frame])
+    if not missing.any():
+        unchanged: NDArray[np.float32] = values[frame].copy()
+        return unchanged
+
+    n_dates, n_bands, height, width = values.shape
+    padded_h, padded_w = _round_up(height, factor), _round_up(width, factor)
+    if (padded_h, padded_w) == (height, width):
+        padded = values
+    else:
+        padded = np.full((n_dates, n_bands, padded_h, padded_w), np.nan, np.float32)
+        padded[:, :, :height, :width] = values
+    needs = np.zeros((padded_h, padded_w), bool)
+    needs[:height, :width] = missing.any(axis=0)
+    by_shape: dict[tuple[int, int], list[tuple[slice, slice, slice, slice]]] = {}
+    for window in tile_windows(padded_h, padded_w, tile_px=tile, halo_px=halo):
+        if needs[window[0], window[1]].any():
+            shape = (window[2].stop - window[2].start, window[3].stop - window[3].start)
+            by_shape.setdefault(shape, []).append(window)
+    target_only = hasattr(model, "forward_target")
+    generated: Any = None  # (C_model, H', W'), made once the model's band count is known
+
+    with torch.inference_mode(), _autocast(device, precision):
+        for windows in by_shape.values():
+            for start in range(0, len(windows), batch_size):
+                batch = windows[start:start + batch_size]
+                parts = [_prepare(padded[:, :, wy, wx], days, band_names, card, model)
+                         for _, _, wy, wx in batch]
+                inputs = [torch.cat([p[key] for p in parts]).to(device)
+                          for key in ("values", "clear", "doy", "band_present")]
+                del parts
+                if target_only:
+                    out = model(*inputs, target=frame).float().cpu()
+                else:
+                    out = model(*inputs)[:, frame].float().cpu()
+                del inputs
+                if generated is None:
+                    generated = torch.zeros((out.shape[1], padded_h, padded_w))
+                for i, (cy, cx, wy, wx) in enumerate(batch):
+                    local_y = slice(cy.start - wy.start, cy.stop - wy.start)
+                    local_x = slice(cx.start - wx.start, cx.stop - wx.start)
+                    generated[:, cy, cx] = out[i, :, local_y, local_x]
+    restored = _restore(generated[None, None], band_names, card, model)[0, :, :height, :width]
+    return np.where(missing, restored, values[frame]).astype(np.float32, copy=False)
+
+
 def network_prediction(values: NDArray[Any], days: NDArray[Any], band_names: Sequence[str], *,
-                       frame: int, **fill_kw: Any) -> NDArray[np.float32]:
+                       frame: int, max_frames: int | None = MAX_FRAMES,
+                       **fill_kw: Any) -> NDArray[np.float32]:
     """(C, H, W) float32: the pretrained network's prediction of frame ``frame`` made with
-    that frame hidden entirely (:func:`fill_series`), so it uses none of its pixels."""
+    that frame hidden entirely (:func:`fill_frame`), so it uses none of its pixels.
+
+    The network sees the frame and the nearest ``max_frames - 1`` usable frames
+    (:func:`select_frames` on this array's usable fractions; ``None``: every frame)."""
+    values = np.asarray(values, np.float32)
+    days = np.asarray(days, np.float64)
+    if max_frames is not None:
+        fraction = np.isfinite(values).all(axis=1).mean(axis=(1, 2))
+        frames = select_frames(fraction, days, frame, max_frames)
+        values, days = values[frames], days[frames]
+        frame = int(np.flatnonzero(frames == frame)[0])
     hidden = np.array(values, np.float32)
     hidden[frame] = np.nan
-    prediction: NDArray[np.float32] = fill_series(hidden, days, band_names, **fill_kw)[frame]
-    return prediction
+    return fill_frame(hidden, days, band_names, frame=frame, **fill_kw)
 
 
-__all__ = ("DEFAULT_TILE_PX", "Precision", "cached_generator", "default_device", "fill_series",
-           "network_prediction", "tile_windows")
+__all__ = ("DEFAULT_TILE_PX", "MAX_FRAMES", "MIN_USABLE", "Precision", "cached_generator",
+           "default_device", "fill_frame", "fill_series", "network_prediction", "select_frames",
+           "tile_windows")

@@ -73,6 +73,40 @@ def test_chunked_output_matches_within_receptive_radius():
                           atol=1e-5)
 
 
+@pytest.mark.parametrize("absent", [[], [0, 3, 4, 5, 6, 8, 9, 13]])
+def test_target_only_forward_equals_the_full_forward(absent):
+    """forward_target: the encoder on every frame, the query and decoder on one frame only,
+    is the full forward's frame (same weights) up to float rounding, observed pixels exact."""
+    model = tiny()
+    values, clear, doy, present = inputs(b=2, t=4, size=24, seed=2)
+    present[:, absent] = 0
+    values = values * present[:, None, :, None, None]
+    clear[:, 1] = 0  # a hidden frame, as the mosaic predicts it
+    with torch.inference_mode():
+        full = model(values, clear, doy, present)
+        for target in range(4):
+            one = model.forward_target(values, clear, doy, present, target)
+            assert one.shape == (2, 14, 24, 24)
+            assert torch.allclose(one, full[:, target], atol=1e-5, rtol=0)
+            keep = clear[:, target, None].expand_as(one).bool()
+            assert torch.equal(one[keep], values[:, target][keep])
+    with pytest.raises(IndexError):
+        model.forward_target(values, clear, doy, present, 4)
+
+
+def test_absent_bands_skipped_in_the_first_convolution_change_nothing():
+    """A batch whose items present different bands runs every channel; an item alone
+    skips its absent bands' (all-zero) input channels: the same output."""
+    model = tiny()
+    values, clear, doy, present = inputs(b=2, t=3, size=16, seed=3)
+    present[1, [0, 2, 5, 6, 7, 9, 10, 11]] = 0
+    values = values * present[:, None, :, None, None]
+    with torch.inference_mode():
+        batch = model(values, clear, doy, present)  # item 0 has every band: nothing skipped
+        alone = model(values[1:], clear[1:], doy[1:], present[1:])
+    assert torch.allclose(batch[1:], alone, atol=1e-5, rtol=0)
+
+
 def test_discriminator_patch_logits():
     disc = PatchDiscriminator(n_bands=3, base_channels=4)
     frame = torch.randn(2, 3, 32, 32)
