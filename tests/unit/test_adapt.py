@@ -41,6 +41,7 @@ def test_the_head_learns_how_the_target_date_differs():
     values, truth, days, cloud = two_kinds_of_land()
     head = adapt.adapted_frame(values, days, 2)
     baseline = interpolate_corrected(values, days, 2)
+    baseline = getattr(baseline, "values", baseline)  # a Reconstruction, or an array
     rmse = lambda pred: float(np.sqrt(((pred - truth)[:, cloud] ** 2).mean()))  # noqa: E731
     assert rmse(baseline) > 0.04
     assert rmse(head) < 0.015
@@ -144,3 +145,122 @@ def test_chunked_head_equals_whole(chunk):
     usable = np.isfinite(values).all(axis=1)
     prior = adapt.prior_frame(values, usable, days, 2)
     assert np.abs(whole[0] - prior).max() > 0.02
+
+
+def _held_out(usable, frame=2, seed=0, masks=4):
+    height, width = usable.shape[1:]
+    return adapt.held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+                                np.arange(width), frame=frame, shape=(height, width),
+                                seed=seed, masks=masks)
+
+
+def test_held_out_union_is_the_correction_masks_and_the_same_in_any_chunk():
+    from cloudfree.methods.corrected import held_out_masks
+
+    values, _, days, _ = two_kinds_of_land(size=48, n_dates=6, seed=3)
+    values[4][:, :20, :15] = np.nan  # a partly cloudy date: its mask is one of the masks
+    usable = np.isfinite(values).all(axis=1)
+    whole = _held_out(usable)
+    masks = held_out_masks(usable, (~usable).mean(axis=(1, 2)), np.arange(48), np.arange(48),
+                           frame=2, shape=(48, 48), seed=0, masks=4)
+    np.testing.assert_array_equal(whole, np.logical_or.reduce(masks))
+    assert whole[:20, :15].all() and 0.2 < whole.mean() < 0.9
+    part = adapt.held_out_union(usable[:, 10:30, 25:], (~usable).mean(axis=(1, 2)),
+                                np.arange(10, 30), np.arange(25, 48), frame=2,
+                                shape=(48, 48), seed=0, masks=4)
+    np.testing.assert_array_equal(part, whole[10:30, 25:])
+
+
+def test_held_out_pixels_do_not_train_the_head():
+    """The target's values on the excluded pixels reach no part of the head: changing
+    them changes nothing; without the exclusion the same change moves the prediction."""
+    values, _, days, cloud = two_kinds_of_land(size=48, seed=5)
+    usable = np.isfinite(values).all(axis=1)
+    exclude = _held_out(usable)
+    assert (exclude & usable[2]).sum() > 100 and (~exclude & usable[2]).sum() > 100
+    changed = values.copy()
+    changed[2][:, exclude & usable[2]] += 0.05
+    kept = adapt.adapted_frame(values, days, 2, exclude=exclude)
+    np.testing.assert_array_equal(adapt.adapted_frame(changed, days, 2, exclude=exclude), kept)
+    moved = adapt.adapted_frame(changed, days, 2) - adapt.adapted_frame(values, days, 2)
+    assert np.abs(moved[:, cloud]).max() > 0.01
+
+
+def test_too_few_pixels_outside_the_held_out_union_train_on_all():
+    values, _, days, _ = two_kinds_of_land(size=32, seed=2)
+    everything = np.ones(values.shape[-2:], bool)
+    np.testing.assert_array_equal(adapt.adapted_frame(values, days, 2, exclude=everything),
+                                  adapt.adapted_frame(values, days, 2))
+    rows, cols = np.arange(1), np.arange(61)
+    trainable = np.ones((1, 61), bool)
+    held = np.zeros((1, 61), bool)
+    held[0, 50:] = True  # 50 outside: enough
+    picked = adapt.training_pixels(trainable, held, rows, cols,
+                                   adapt.training_counts(trainable, held), max_samples=100, seed=0)
+    np.testing.assert_array_equal(picked, ~held)
+    held[0, 49] = True  # 49 outside: too few, all train
+    picked = adapt.training_pixels(trainable, held, rows, cols,
+                                   adapt.training_counts(trainable, held), max_samples=100, seed=0)
+    np.testing.assert_array_equal(picked, trainable)
+
+
+def test_about_max_samples_train_whatever_the_cloud_cover():
+    """The sampling rate follows the tile's count of pixels that may train, not its size:
+    a cloudier tile, or a larger held-out union, still gives about ``max_samples`` pairs."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.arange(200), np.arange(300)
+    for clear_share in (0.9, 0.3):
+        trainable = rng.random((200, 300)) < clear_share
+        held = rng.random((200, 300)) < 0.5
+        counts = adapt.training_counts(trainable, held)
+        picked = adapt.training_pixels(trainable, held, rows, cols, counts, max_samples=5000,
+                                       seed=1)
+        assert not (picked & (held | ~trainable)).any()
+        assert abs(picked.sum() - 5000) < 300
+
+
+def test_exclude_of_the_wrong_shape_is_refused():
+    from cloudfree.errors import InvalidParameterError
+
+    values, _, days, _ = two_kinds_of_land(size=16)
+    with pytest.raises(InvalidParameterError, match="exclude"):
+        adapt.adapted_frame(values, days, 2, exclude=np.zeros((16, 15), bool))
+
+
+def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
+    """``head_candidate`` on a DN cube, whole and chunked, trains outside the correction's
+    held-out union exactly as ``adapted_frame(..., exclude=union)`` does on reflectance;
+    the target's values on the union do not reach it in either."""
+    from cloudfree.methods._driver import to_reflectance, usable_block
+
+    values, _, days, _ = two_kinds_of_land(size=48, n_dates=6, seed=5)
+    values[4][:, 30:, 10:40] = np.nan  # one partly cloudy date among the masks
+    reflectance, clear = reflectance_cube(values, days)
+    dn, clear = reflectance.values, clear.values
+    network = np.nan_to_num(values[1])
+    usable = usable_block(dn, clear, nodata=0)
+    refl = np.where(usable[:, None], to_reflectance(dn), np.float32(np.nan))
+    exclude = _held_out(usable, seed=7)
+    kw = dict(days=days, frame=2, seed=7, max_samples=900)
+    whole = head_candidate(dn, clear, network, **kw)[0]
+    array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=900,
+                                exclude=exclude)
+    np.testing.assert_allclose(whole, array, atol=1e-5)
+
+    changed = dn.copy()
+    changed[2][:, exclude & usable[2]] += 500  # 0.05 reflectance, still usable
+
+    with dask.config.set(scheduler="synchronous"):
+        import dask.array as da
+
+        def lazy(cube, **extra):
+            out = head_candidate(da.from_array(cube, chunks=(-1, -1, 17, 17)),
+                                 da.from_array(clear, chunks=(-1, 17, 17)), network,
+                                 **kw, **extra)
+            return out.compute()[0]
+
+        base = lazy(dn)
+        np.testing.assert_array_equal(lazy(changed), base)
+        assert np.abs(base - whole).max() < 1e-3
+        moved = lazy(changed, masks=0) - lazy(dn, masks=0)
+    assert np.abs(moved).max() > 0.01
