@@ -39,6 +39,8 @@ LICENSE_URL = ("https://sentinels.copernicus.eu/documents/247904/690755/"
 ATTRIBUTION = "Contains modified Copernicus Sentinel data"
 #: The static catalog's root document, at the output root.
 STATIC_COLLECTION = "collection.json"
+#: The title of the corrected methods' ``uncertainty`` asset.
+UNCERTAINTY_TITLE = "90 % interval half-width"
 #: The fill classes' colours (RGB), in the COG colour table and as ``color_hint``.
 FILL_COLOURS: dict[str, tuple[int, int, int]] = {
     "nodata": (0, 0, 0),
@@ -61,7 +63,9 @@ class WrittenAsset:
     roles: tuple[str, ...]
     title: str
     band: str | None = None  # reflectance band name, when the asset holds one
-    kind: str = "reflectance"  # reflectance | clear_count | source_date | fill | thumbnail
+    # reflectance | clear_count | source_date | fill | uncertainty | thumbnail
+    kind: str = "reflectance"
+    bands: tuple[str, ...] = ()  # the bands of a multi-band asset (uncertainty), in order
 
 
 #: Hex digits of the product digest in an item id: 32 bits, so two products of one tile,
@@ -217,7 +221,7 @@ def build_item(
                 }
             ]
         else:
-            entry.update(_provenance_asset(asset.kind, tile.resolution_m))
+            entry.update(_provenance_asset(asset.kind, tile.resolution_m, asset.bands))
         if asset.kind != "thumbnail":
             entry["proj:shape"] = [height, width]
             entry["proj:transform"] = list(transform)
@@ -300,9 +304,24 @@ def fill_colour(name: str) -> tuple[int, int, int]:
     return FILL_COLOURS.get(name, (128, 128, 128))
 
 
-def _provenance_asset(kind: str, resolution_m: float | None) -> dict[str, Any]:
-    """Description, raster:bands and classes of the per-pixel provenance assets."""
+def _provenance_asset(kind: str, resolution_m: float | None,
+                      bands: Sequence[str] = ()) -> dict[str, Any]:
+    """Description, raster:bands and classes of the per-pixel provenance assets (and of
+    the corrected methods' ``uncertainty``, one band per reflectance band of ``bands``)."""
     res = {} if resolution_m is None else {"spatial_resolution": resolution_m}
+    if kind == "uncertainty":
+        from cloudfree.methods.corrected import UNCERTAINTY_DESCRIPTION, UNCERTAINTY_NODATA
+
+        return {
+            "description": f"Per band, the {UNCERTAINTY_DESCRIPTION} (split-conformal on the "
+                           "residual correction's held-out pixels, by distance to the nearest "
+                           "clear pixel): the true reflectance lies within the value ± this "
+                           "about 90 % of the time. 0 = observed (exact).",
+            "eo:bands": [eo_band(band) for band in bands],
+            "raster:bands": [{"data_type": "uint16", "nodata": UNCERTAINTY_NODATA,
+                              "scale": SCALE, "offset": 0.0, "unit": "reflectance", **res}
+                             for _ in bands],
+        }
     if kind == "clear_count":
         return {
             "description": "Number of clear (cloud-, shadow- and nodata-free) observations "
@@ -442,6 +461,12 @@ def build_collection(collection_id: str, *, bands: Sequence[str],
             "title": title,
             **_provenance_asset(kind, None),
         }
+    item_assets["uncertainty"] = {  # the corrected methods' items only
+        "type": _COG,
+        "roles": ["data", "metadata"],
+        "title": UNCERTAINTY_TITLE,
+        **_provenance_asset("uncertainty", None, bands),
+    }
     item_assets["thumbnail"] = {"type": "image/png", "roles": ["thumbnail"], "title": "RGB"}
     years = sorted({y for it in items for y in it.years})
     credit = attribution(years)

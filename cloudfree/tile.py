@@ -562,7 +562,8 @@ def _written(key: str, url: str, data: bytes, **kw: Any) -> WrittenAsset:
 def write_tile(
     result: xr.Dataset, tile: Tile, *, base_url: str, fs: Any, params: MosaicParams
 ) -> list[WrittenAsset]:
-    """Encode and upload one COG per band, the provenance rasters and an RGB thumbnail.
+    """Encode and upload one COG per band, the provenance rasters, a corrected method's
+    ``uncertainty`` (one COG, a band per reflectance band) and an RGB thumbnail.
 
     ``fill`` carries its classes inside the TIFF, for a GIS: a colour table (QGIS shows
     it as paletted, in :data:`~cloudfree.publish.FILL_COLOURS`) and the CF
@@ -606,6 +607,20 @@ def write_tile(
         cog.put(data, url, fs=fs)
         written.append(_written(name, url, data, media_type=COG_MEDIA_TYPE,
                                 roles=("data", "metadata"), title=title, kind=name))
+    if "uncertainty" in result:  # a corrected method's 90 % interval, one band per band
+        from cloudfree.methods.corrected import UNCERTAINTY_NODATA
+        from cloudfree.publish import UNCERTAINTY_TITLE
+
+        bands = list(params.bands)
+        data = cog.write_cog(result["uncertainty"].sel(band=bands).values,
+                             transform=transform, crs=crs, nodata=UNCERTAINTY_NODATA,
+                             scale=SCALE, offset=0.0, band_names=bands,
+                             compress=params.compress)
+        url = f"{base_url}/uncertainty.tif"
+        cog.put(data, url, fs=fs)
+        written.append(_written("uncertainty", url, data, media_type=COG_MEDIA_TYPE,
+                                roles=("data", "metadata"), title=UNCERTAINTY_TITLE,
+                                kind="uncertainty", bands=tuple(bands)))
     if {"red", "green", "blue"} <= set(params.bands):
         refl = result["reflectance"]
         img = rgb_uint8(refl.sel(band="red").values, refl.sel(band="green").values,

@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "evaluate", help="score methods on evaluation cases (.npz) under the hidden-pixel "
         "protocol", description="Score cloud-removal methods on evaluation cases: real "
         "cloud masks hide pixels of clear frames; PSNR, SSIM, MAE, RMSE and SAM on those "
-        "pixels.")
+        "pixels, and for a method that states a 90 % interval (the corrected ones) its "
+        "coverage of them (cover90, calibrated: near 0.9) and mean half-width (±width).")
     p.add_argument("cases", nargs="+", metavar="CASE.npz", help="evaluation case files")
     p.add_argument("--methods", default=",".join(list_methods("evaluation", learned=False)),
                    help=f"comma-separated, from {choices} (default: the non-learned ones)")

@@ -26,7 +26,10 @@ and visible. A method therefore never sees hidden truth. It gets a fresh copy pe
 
 **What a method returns.** The (C, H, W) reconstruction of the target frame, finite on
 every hidden pixel: a NaN there raises :class:`MethodOutputError` (a method with no
-observation must decide what to put there). The methods are the registry's
+observation must decide what to put there). Or a
+:class:`~cloudfree.methods._provenance.Reconstruction`: that array with the half-width
+(C, H, W) of its 90 % interval, ``values ± half_width`` (None: no interval; a negative
+half-width raises :class:`MethodOutputError`, a NaN one holds nothing). The methods are the registry's
 (:mod:`cloudfree.methods`), each called through the same numpy core the mosaics run; the
 baselines (:data:`BASELINES`) fall back, where they find no clear observation, to the
 per-band median of all usable values of the series (every date and pixel), else 0. A
@@ -59,7 +62,10 @@ hidden pixels (the observed pixels stay as observed, as a gap filler would leave
 On the hidden pixels of all samples of a case pooled together: PSNR (data range 1) and
 RMSE from the pooled squared error, MAE, SAM (degrees, over bands; undefined for one
 band), and SSIM: the Gaussian SSIM map of each whole frame, averaged over the hidden
-pixels (and bands). Undefined values are ``None`` in the records and JSON.
+pixels (and bands). For a method that states an interval, ``coverage_90``: the share of
+hidden pixel-band values inside it (calibrated: near 0.9), and ``interval_width``: its
+mean half-width (reflectance). Undefined values, and both of these for a method without
+an interval, are ``None`` in the records and JSON.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ from cloudfree.errors import (
 )
 from cloudfree.evaluation import metrics
 from cloudfree.methods import MethodFn, days_since_epoch, evaluation_function, list_methods
+from cloudfree.methods._provenance import Reconstruction
 
 if TYPE_CHECKING:
     from cloudfree.evaluation.masks import DetectorFn, MaskPer
@@ -88,8 +95,8 @@ if TYPE_CHECKING:
 MAX_TARGET_CLOUD = 0.01
 PASTE_CLOUD_RANGE = (0.05, 0.80)
 DEFAULT_PASTES = 3
-RECORD_KEYS = ("case", "method", "mask", "psnr", "ssim", "mae", "rmse", "sam", "n_targets",
-               "hidden_px", "seconds")
+RECORD_KEYS = ("case", "method", "mask", "psnr", "ssim", "mae", "rmse", "sam", "coverage_90",
+               "interval_width", "n_targets", "hidden_px", "seconds")
 #: ``mask`` of the records made with the case's own ``cloud_mask``.
 CASE_MASK = "case"
 DEFAULT_RESOLUTION_M = 10.0
@@ -245,6 +252,22 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _split_output(out: Any, name: str, case: str, target: int, shape: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A method's output as (values, half-width or None), the half-width checked."""
+    if not isinstance(out, Reconstruction):
+        return np.asarray(out), None
+    if out.half_width is None:
+        return np.asarray(out.values), None
+    width = np.asarray(out.half_width, np.float32)
+    if width.shape != shape:
+        raise MethodOutputError(name, case, target,
+                                f"returned a half-width of shape {width.shape}, expected {shape}")
+    if (width < 0).any():
+        raise MethodOutputError(name, case, target, "returned a negative half-width")
+    return np.asarray(out.values), width
+
+
 def evaluate_case(
     case: Case,
     methods: Mapping[str, MethodFn],
@@ -276,6 +299,7 @@ def evaluate_case(
     for name, method in methods.items():
         extra = {"band_names": case.band_names} if _accepts_band_names(method) else {}
         frames, seconds = [], 0.0
+        widths: list[np.ndarray | None] = []
         for index, ((target, sample_hidden), truth) in enumerate(
                 zip(samples, truths, strict=True)):
             if invalid_masks is None:
@@ -284,8 +308,9 @@ def evaluate_case(
                 series = np.where(invalid_masks[index][:, None], np.float32(np.nan), case.bands)
             series[target][:, sample_hidden] = np.nan
             start = time.perf_counter()
-            pred = np.asarray(method(series, days.copy(), target, **extra))
+            out = method(series, days.copy(), target, **extra)
             seconds += time.perf_counter() - start
+            pred, width = _split_output(out, name, case.name, target, truth.shape)
             if pred.shape != truth.shape:
                 raise MethodOutputError(name, case.name, target,
                                         f"returned shape {pred.shape}, expected {truth.shape}")
@@ -294,7 +319,15 @@ def evaluate_case(
                 raise MethodOutputError(name, case.name, target,
                                         f"{bad} hidden pixels are NaN or infinite")
             frames.append(np.where(sample_hidden, pred, truth))
+            widths.append(width)
         pred_all = np.stack(frames)
+        coverage = width_mean = None
+        stated = [w for w in widths if w is not None]
+        if len(stated) == len(widths):
+            width_all = np.stack(stated)
+            coverage = _finite_or_none(metrics.interval_coverage(truths, pred_all, width_all,
+                                                                 hidden))
+            width_mean = _finite_or_none(metrics.mean_half_width(width_all, hidden))
         records.append({
             "case": case.name,
             "method": name,
@@ -304,6 +337,8 @@ def evaluate_case(
             "mae": _finite_or_none(metrics.mae(truths, pred_all, hidden)),
             "rmse": _finite_or_none(metrics.rmse(truths, pred_all, hidden)),
             "sam": _finite_or_none(metrics.sam_degrees(truths, pred_all, hidden)),
+            "coverage_90": None if coverage is None else round(coverage, 4),
+            "interval_width": None if width_mean is None else round(width_mean, 5),
             "n_targets": len({t for t, _ in samples}),
             "hidden_px": int(hidden.sum()),
             "seconds": round(seconds, 4),
@@ -341,7 +376,9 @@ def evaluate_cases(
     function the methods see the series through; see the module docstring.
 
     Returns one record per case and method, with the keys of :data:`RECORD_KEYS`:
-    metrics (``None`` where undefined), ``mask`` (the resolved detector, or ``case``),
+    metrics (``None`` where undefined), ``coverage_90`` and ``interval_width`` (the
+    method's 90 % interval: share of hidden values inside, mean half-width; ``None``
+    without one), ``mask`` (the resolved detector, or ``case``),
     ``n_targets`` (target frames), ``hidden_px`` (scored pixels over all samples) and
     ``seconds`` (time inside the method).
     """
@@ -361,7 +398,8 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     columns = [("case", "case", "{}"), ("method", "method", "{}"), ("mask", "mask", "{}"),
                ("PSNR dB", "psnr", "{:.2f}"),
                ("SSIM", "ssim", "{:.4f}"), ("MAE", "mae", "{:.4f}"), ("RMSE", "rmse", "{:.4f}"),
-               ("SAM deg", "sam", "{:.2f}"), ("targets", "n_targets", "{}"),
+               ("SAM deg", "sam", "{:.2f}"), ("cover90", "coverage_90", "{:.3f}"),
+               ("±width", "interval_width", "{:.4f}"), ("targets", "n_targets", "{}"),
                ("hidden px", "hidden_px", "{}"), ("seconds", "seconds", "{:.2f}")]
     rows = [[title for title, _, _ in columns]]
     for record in records:

@@ -1,4 +1,5 @@
-"""Reconstruction metrics on the hidden pixels of a frame: PSNR, SSIM, MAE, RMSE, SAM.
+"""Reconstruction metrics on the hidden pixels of a frame: PSNR, SSIM, MAE, RMSE, SAM, and
+for a stated interval its coverage and mean half-width.
 
 Every metric takes ``true`` and ``pred`` of shape (..., C, H, W), or (H, W) for one band,
 and a boolean ``mask`` of shape (..., H, W), True on the pixels to score (the hidden
@@ -70,6 +71,27 @@ def psnr(true: ArrayLike, pred: ArrayLike, mask: ArrayLike, data_range: float = 
         return float("nan")
     mse = float((err ** 2).mean())
     return float(10 * np.log10(data_range ** 2 / mse)) if mse > 0 else float("inf")
+
+
+def interval_coverage(true: ArrayLike, pred: ArrayLike, half_width: ArrayLike,
+                      mask: ArrayLike) -> float:
+    """The share of masked pixel-band values inside ``pred ± half_width`` (a NaN
+    half-width holds nothing)."""
+    err = _masked_errors(true, pred, mask)
+    _, width, mask_ = _prepare(true, half_width, mask)
+    widths = np.moveaxis(width, -3, -1)[mask_]
+    if not err.size:
+        return float("nan")
+    return float((np.abs(err) <= widths).mean())
+
+
+def mean_half_width(half_width: ArrayLike, mask: ArrayLike) -> float:
+    """The mean half-width of an interval over the masked pixels and all bands (NaN ones
+    left out)."""
+    width, _, mask_ = _prepare(half_width, half_width, mask)
+    widths = np.moveaxis(width, -3, -1)[mask_]
+    finite = widths[np.isfinite(widths)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def ssim_map(

@@ -45,6 +45,20 @@ class Composite:
     fill: NDArray[np.uint8]  # (H, W) FILL_* code
 
 
+@dataclass
+class Reconstruction:
+    """What a method's evaluation function may return instead of a bare (C, H, W) array:
+    the reconstruction with its 90 % prediction interval ``values ± half_width``.
+
+    ``half_width`` is (C, H, W) reflectance, 0 where the method observed the pixel (an
+    observed value is taken as exact), or None when the method states no interval. The
+    evaluation harness reports the share of hidden pixel-band values inside the interval
+    (``coverage_90``) and its mean half-width (``interval_width``)."""
+
+    values: NDArray[np.floating[Any]]  # (C, H, W) reflectance
+    half_width: NDArray[np.floating[Any]] | None = None  # (C, H, W) reflectance, >= 0
+
+
 def blend_fill(count: NDArray[Any]) -> NDArray[Any]:
     """``nodata`` with no clear observation, ``observed`` with one, else ``composited``."""
     return np.select([count == 0, count == 1], [FILL_NODATA, FILL_OBSERVED], FILL_COMPOSITED)

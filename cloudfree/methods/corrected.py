@@ -12,25 +12,42 @@ are too few) are pasted onto clear pixels, and the pair that best predicts them 
 
 One numpy core (:func:`validation_sums`, :func:`choose_from_sums`, :func:`corrected_frame`)
 serves both callers: :func:`correct_frame` runs it on a whole frame (the evaluation), and
-:func:`correct_stack` runs it through the dask driver in two stages over spatial chunks,
+:func:`correct_stack` runs it through the dask driver in three stages over spatial chunks,
 each with an overlap of ``kernel_radius(max(sigmas))`` pixels:
 
 1. **Validation sums** (the per-tile reduction). Per chunk, the squared errors per (mask,
    candidate, sigma) summed over the chunk's *core* pixels only, with the held-out pixel
    counts. Sums add across chunks: their total is exactly the whole image's table.
-2. **Correction.** Every chunk takes that one total, picks the same (candidate, sigma) from
-   it, and corrects its core. One choice per tile: no seams.
+2. **Calibration counts.** Per chunk, with the tile's choice from that total: the held-out
+   absolute errors of the chosen pair over the core, counted in fixed bins per (band,
+   distance to the nearest known residual, error). Counts add across chunks too.
+3. **Correction.** Every chunk takes those totals, picks the same (candidate, sigma), corrects
+   its core, and states each gap pixel's 90 % interval from the one table of the tile. One
+   choice and one table per tile: no seams.
+
+**Uncertainty** (split-conformal, Mondrian by distance). The self-validation's held-out
+pixels are predicted without their own residual, as the gaps are; their absolute errors
+under the chosen (candidate, sigma) are the calibration set. A gap pixel's half-width is
+the conformal 90 % quantile (the ``ceil((n + 1) 0.9)``-th smallest error) of the held-out
+errors of its band whose distance to the nearest known residual falls in the same bin
+(:data:`DISTANCE_EDGES_PX`): the correction is good next to clear pixels and fades into the
+bare candidate farther out. Observed pixels are exact: half-width 0. The held-out masks are
+the tile's other dates' cloud masks, much like its real gaps; a candidate fitted to the
+target's visible pixels (the generator's head) must train outside them (their union,
+:func:`held_out_masks`) for the errors to be honest.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from cloudfree import sentinel2 as s2bands
 from cloudfree.errors import InvalidParameterError
@@ -167,6 +184,164 @@ def heldout_rmse(sums: np.ndarray, *, index: int, sigma: float, n_candidates: in
     return float(np.sqrt(errors[used, index, column].sum() / pixels))
 
 
+# --------------------------------------------------------------------------- uncertainty
+#: The stated interval: ``value ± half_width`` should hold the truth this often.
+COVERAGE = 0.9
+#: Bin edges of the calibration histograms of absolute error (reflectance): 0, then 25
+#: log-spaced bins per decade from 1e-4 to 1; errors of 1 and more share a last bin.
+#: Fixed edges make the per-chunk histograms add up exactly to the tile's.
+ERROR_EDGES = np.concatenate([[0.0], np.logspace(-4.0, 0.0, 101)])
+#: The widest half-width stated (reflectance): errors beyond it (and calibrations with too
+#: few pixels for a 90 % quantile) give this, the whole range of reflectance.
+MAX_HALF_WIDTH = 1.0
+#: Mondrian bins of the distance (pixels) of a gap pixel to the nearest pixel with a known
+#: residual: 0-4, 4-16, 16-64, 64 and more. The residual correction is exact next to clear
+#: pixels and fades into the bare candidate farther out, so the error grows with it.
+DISTANCE_EDGES_PX = (4.0, 16.0, 64.0)
+#: A (band, distance) bin needs this many held-out pixels for its own quantile; with
+#: fewer it pools its neighbouring distance bins (then all bands).
+MIN_CALIBRATION = 100
+UNCERTAINTY_DESCRIPTION = ("half-width of the 90 % interval, calibrated by self-validation on "
+                           "the tile's own clear pixels")
+
+
+def _histogram_length(n_bands: int) -> int:
+    return n_bands * (len(DISTANCE_EDGES_PX) + 1) * (len(ERROR_EDGES) - 1)
+
+
+def distance_bins(known: np.ndarray, *, cap: float) -> np.ndarray:
+    """(h, w) int: the :data:`DISTANCE_EDGES_PX` bin of each pixel's Euclidean distance to
+    the nearest ``known`` pixel, the distance first capped at ``cap`` pixels (a chunk's
+    halo: a chunk sees exactly every distance up to it, so chunked bins equal whole-image
+    ones). No known pixel at all: the last bin below the cap."""
+    if known.any():
+        distance = ndimage.distance_transform_edt(~known)
+    else:
+        distance = np.full(known.shape, np.inf)
+    bins: np.ndarray = np.digitize(np.minimum(distance, cap), DISTANCE_EDGES_PX)
+    return bins
+
+
+def _error_bins(errors: np.ndarray) -> np.ndarray:
+    """Indices into the :data:`ERROR_EDGES` bins (the last one open above)."""
+    bins: np.ndarray = np.clip(np.searchsorted(ERROR_EDGES, errors, side="right") - 1, 0,
+                               len(ERROR_EDGES) - 2)
+    return bins
+
+
+def calibration_histogram(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray,
+                          cloud_fraction: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                          scored: np.ndarray | None, *, frame: int, shape: tuple[int, int],
+                          seed: int, masks: int, index: int, sigma: float, cap: float
+                          ) -> np.ndarray:
+    """The split-conformal calibration set of one chunk (or the whole image) as a flat
+    count vector: the held-out absolute errors of the *chosen* pair (candidate ``index``
+    spread at ``sigma``; NaN: the bare candidate) binned per (band, distance bin, error
+    bin). The held-out masks are the self-validation's (:func:`held_out_masks`); a held
+    pixel's distance is to the nearest pixel whose residual is still known (the target's
+    visible pixels minus that mask), as a gap pixel's is to the visible ones. Only
+    ``scored`` pixels count, so the chunks' vectors add up to the whole image's exactly.
+    Arguments as :func:`validation_sums`; ``cap``: the chunks' halo (:func:`distance_bins`)."""
+    n_bands = candidates.shape[1]
+    n_distance, n_error = len(DISTANCE_EDGES_PX) + 1, len(ERROR_EDGES) - 1
+    counts = np.zeros((n_bands, n_distance, n_error))
+    predicted = np.asarray(candidates[index], np.float64)
+    support = usable[frame] & np.isfinite(candidates).all(axis=(0, 1))
+    residual = np.where(support, observed - predicted, 0.0)
+    scored = np.ones(support.shape, bool) if scored is None else scored
+    for mask in held_out_masks(usable, cloud_fraction, rows, cols, frame=frame, shape=shape,
+                               seed=seed, masks=masks):
+        held = mask & support
+        counted = held & scored
+        if not counted.any():
+            continue
+        keep = support & ~held
+        if np.isfinite(sigma):
+            error = np.abs(correction.spread(residual, keep, sigma)[:, counted]
+                           - residual[:, counted])
+        else:
+            error = np.abs(residual[:, counted])
+        distance = distance_bins(keep, cap=cap)[counted]
+        flat = distance[None] * n_error + _error_bins(error)
+        for band in range(n_bands):
+            counts[band] += np.bincount(flat[band], minlength=n_distance * n_error
+                                        ).reshape(n_distance, n_error)
+    return counts.ravel()
+
+
+def conformal_quantile(counts: np.ndarray, coverage: float = COVERAGE) -> float:
+    """The split-conformal ``coverage`` quantile of a histogram over :data:`ERROR_EDGES`:
+    the upper edge of the bin holding the ``ceil((n + 1) coverage)``-th smallest error
+    (:data:`MAX_HALF_WIDTH` when that rank exceeds ``n``: too few to say, or in the last
+    bin). Upper edges: never below the exact quantile, at most one bin above it."""
+    counts = np.asarray(counts, np.float64)
+    n = counts.sum()
+    rank = math.ceil((n + 1) * coverage)
+    if rank > n:
+        return MAX_HALF_WIDTH
+    position = int(np.searchsorted(np.cumsum(counts), rank - 0.5))
+    return float(min(ERROR_EDGES[position + 1], MAX_HALF_WIDTH))
+
+
+def interval_table(histogram: np.ndarray, *, n_bands: int) -> np.ndarray:
+    """(bands, distance bins) float64: the half-width of the 90 % interval of a gap pixel,
+    from a tile's :func:`calibration_histogram` (summed over chunks). A (band, distance)
+    bin with fewer than :data:`MIN_CALIBRATION` held-out pixels widens to its neighbouring
+    distance bins, nearer ones first (the farther one on a tie: wider), until it has them; a
+    band without them in all pools every band."""
+    n_distance = len(DISTANCE_EDGES_PX) + 1
+    counts = np.asarray(histogram, np.float64).reshape(n_bands, n_distance, -1)
+    pooled = counts.sum(axis=(0, 1))
+    table = np.empty((n_bands, n_distance))
+    for band in range(n_bands):
+        if counts[band].sum() < MIN_CALIBRATION:
+            table[band] = conformal_quantile(pooled)
+            continue
+        for d in range(n_distance):
+            lo, hi = d, d + 1
+            while counts[band, lo:hi].sum() < MIN_CALIBRATION:
+                down = d - lo + 1 if lo > 0 else n_distance
+                up = hi - d if hi < n_distance else n_distance
+                if up <= down:
+                    hi += 1
+                else:
+                    lo -= 1
+            table[band, d] = conformal_quantile(counts[band, lo:hi].sum(axis=0))
+    return table
+
+
+def half_width_frame(usable: np.ndarray, candidates: np.ndarray, table: np.ndarray, *,
+                     frame: int, cap: float) -> np.ndarray:
+    """(C, h, w) float64 half-widths: 0 where the target is visible (an observed value is
+    taken as exact), the ``table`` entry of the pixel's band and distance to the nearest
+    known residual in the gaps, NaN where no candidate predicts the pixel."""
+    visible = usable[frame]
+    support = visible & np.isfinite(candidates).all(axis=(0, 1))
+    distance = distance_bins(support, cap=cap)
+    out = np.asarray(table, np.float64)[:, distance]
+    out[:, visible] = 0.0
+    out[:, ~visible & ~np.isfinite(candidates).all(axis=(0, 1))] = np.nan
+    return out
+
+
+def interval_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray, *,
+                   frame: int, index: int, sigma: float, seed: int = 0,
+                   masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX
+                   ) -> np.ndarray:
+    """(C, H, W) half-widths of the 90 % interval of the whole-array correction's result
+    (:func:`correct_frame`'s ``index``/``sigma``, the same ``seed``, ``masks`` and
+    ``sigmas``): split-conformal on its own held-out errors (:func:`calibration_histogram`,
+    :func:`interval_table`, :func:`half_width_frame`)."""
+    height, width = usable.shape[1:]
+    cap = float(kernel_radius(max(_check_sigmas(sigmas))))
+    histogram = calibration_histogram(observed, usable, candidates, (~usable).mean(axis=(1, 2)),
+                                      np.arange(height), np.arange(width), None, frame=frame,
+                                      shape=(height, width), seed=seed, masks=masks,
+                                      index=index, sigma=sigma, cap=cap)
+    table = interval_table(histogram, n_bands=candidates.shape[1])
+    return half_width_frame(usable, candidates, table, frame=frame, cap=cap)
+
+
 def corrected_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray, *,
                     frame: int, index: int, sigma: float) -> np.ndarray:
     """(C, h, w) float64: candidate ``index`` plus its residual spread at ``sigma`` (NaN:
@@ -205,11 +380,26 @@ def _sums_block(observed_dn: Any, usable: Any, candidates: Any, cloud_fraction: 
     return sums[None, None]
 
 
+def _histogram_block(observed_dn: Any, usable: Any, candidates: Any, cloud_fraction: Any,
+                     rows: Any, cols: Any, row_core: Any, col_core: Any, sums: Any, *,
+                     masks: int, sigmas: Sequence[float], **kw: Any) -> np.ndarray:
+    """Stage 1b on one chunk with its halo -> (1, 1, n) calibration counts of the tile's
+    choice over its core (:func:`calibration_histogram`)."""
+    index, sigma = choose_from_sums(sums, n_candidates=candidates.shape[0], masks=masks,
+                                    sigmas=sigmas)
+    scored = row_core[:, None] & col_core[None, :]
+    counts = calibration_histogram(to_reflectance(observed_dn), usable, candidates,
+                                   cloud_fraction, rows, cols, scored, masks=masks, index=index,
+                                   sigma=sigma, cap=float(kernel_radius(max(sigmas))), **kw)
+    return counts[None, None]
+
+
 def _corrected_block(observed_dn: np.ndarray, usable: np.ndarray, candidates: np.ndarray,
-                     sums: np.ndarray, *, frame: int, day: float, fill: int, masks: int,
-                     sigmas: Sequence[float]) -> np.ndarray:
-    """Stage 2 on one chunk with its halo -> (C + 3, h, w): DN, clear count, source day,
-    fill (the layout of :func:`cloudfree.methods._composite.stacked_to_dataset`)."""
+                     sums: np.ndarray, histogram: np.ndarray, *, frame: int, day: float,
+                     fill: int, masks: int, sigmas: Sequence[float]) -> np.ndarray:
+    """Stage 2 on one chunk with its halo -> (2 C + 3, h, w): DN, clear count, source day,
+    fill (the layout of :func:`cloudfree.methods._composite.stacked_to_dataset`), then the
+    C half-widths of the 90 % interval (reflectance; 0 where observed, NaN where nodata)."""
     index, sigma = choose_from_sums(sums, n_candidates=candidates.shape[0], masks=masks,
                                     sigmas=sigmas)
     filled = corrected_frame(to_reflectance(observed_dn), usable, candidates, frame=frame,
@@ -220,11 +410,15 @@ def _corrected_block(observed_dn: np.ndarray, usable: np.ndarray, candidates: np
     # no date observed it, or no candidate reaches it: nodata, as the composites say
     gap = ~visible & ((count == 0) | ~np.isfinite(dn).all(axis=0))
     n_bands = observed_dn.shape[0]
-    out = np.empty((n_bands + 3, *visible.shape), np.float32)
+    out = np.empty((2 * n_bands + 3, *visible.shape), np.float32)
     out[:n_bands] = np.where(visible, observed_dn, np.where(gap, np.nan, dn))  # observed: exact DN
     out[n_bands] = count
     out[n_bands + 1] = np.where(gap, np.nan, np.floor(day + 1e-6))
     out[n_bands + 2] = np.select([visible, gap], [FILL_OBSERVED, FILL_NODATA], fill)
+    table = interval_table(histogram, n_bands=n_bands)
+    width = half_width_frame(usable, candidates, table, frame=frame,
+                             cap=float(kernel_radius(max(sigmas))))
+    out[n_bands + 3:] = np.where(gap, np.nan, width)
     return out
 
 
@@ -238,7 +432,8 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
                   nodata: int = 0, fill: int = FILL_COMPOSITED, seed: int = 0,
                   masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX
                   ) -> tuple[Any, Any]:
-    """The corrected target frame of a cube, as the composites' (C + 3, H, W) float stack.
+    """The corrected target frame of a cube, as the composites' float stack with the
+    interval's half-widths.
 
     Args:
         reflectance: (T, C, H, W) uint16 DN, ``nodata`` where there is no data.
@@ -250,7 +445,8 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         seed, masks, sigmas: the self-validation (:func:`validation_sums`).
 
     Returns:
-        ``(stack, choice)``: the stack (DN, clear count, source day, fill) and a (3,)
+        ``(stack, choice)``: the (2 C + 3, H, W) stack (DN, clear count, source day, fill,
+        then the C half-widths of the 90 % interval, :func:`calibration_histogram`) and a (3,)
         float64 array ``[candidate index, sigma px, held-out RMSE]`` (sigma and RMSE NaN:
         too few clear pixels to correct; :func:`heldout_rmse`). Dask arrays when any input is one (nothing computed), else numpy.
     """
@@ -271,7 +467,11 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
                            np.arange(height), np.arange(width), *everything, **plan)[0, 0]
         choice = _choice_block(sums, n_candidates=n_candidates, n_bands=candidates.shape[1],
                                masks=masks, sigmas=sigmas)
-        return _corrected_block(reflectance[frame], usable, candidates, sums, **finish), choice
+        histogram = _histogram_block(reflectance[frame], usable, candidates,
+                                     (~usable).mean(axis=(1, 2)), np.arange(height),
+                                     np.arange(width), *everything, sums, **plan)[0, 0]
+        return _corrected_block(reflectance[frame], usable, candidates, sums, histogram,
+                                **finish), choice
 
     import dask.array as da
 
@@ -295,9 +495,15 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         new_axes={"s": n}, adjust_chunks={"y": 1, "x": 1}, concatenate=True,
         meta=meta(3, np.float64))
     sums = per_chunk.sum(axis=(0, 1))  # the whole tile's table, still lazy
+    per_chunk_counts = da.blockwise(
+        partial(_histogram_block, **plan), "yxh", observed_h, "byx", usable_h, "tyx", cand_h,
+        "kbyx", cloud_fraction, "t", rows, "y", cols, "x", row_core, "y", col_core, "x", sums,
+        "s", new_axes={"h": _histogram_length(refl.shape[1])}, adjust_chunks={"y": 1, "x": 1},
+        concatenate=True, meta=meta(3, np.float64))
+    histogram = per_chunk_counts.sum(axis=(0, 1))  # the tile's calibration set, lazy
     stacked = da.blockwise(partial(_corrected_block, **finish), "zyx", observed_h, "byx",
-                           usable_h, "tyx", cand_h, "kbyx", sums, "s",
-                           new_axes={"z": refl.shape[1] + 3}, concatenate=True,
+                           usable_h, "tyx", cand_h, "kbyx", sums, "s", histogram, "h",
+                           new_axes={"z": 2 * refl.shape[1] + 3}, concatenate=True,
                            meta=meta(3, np.float32))
     stacked = trim_halo(stacked, depth_y, depth_x)
     choice = sums.map_blocks(partial(_choice_block, n_candidates=n_candidates,
@@ -306,13 +512,35 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
     return stacked, choice
 
 
+#: ``uncertainty``'s nodata: no value (``reflectance`` nodata) or no interval.
+UNCERTAINTY_NODATA = int(np.iinfo(np.uint16).max)
+
+
+def uncertainty_dn(width: xr.DataArray) -> xr.DataArray:
+    """Half-widths (reflectance) as uint16 DN of :data:`cloudfree.sentinel2.SCALE`, rounded
+    up (the interval never narrows), offset 0; NaN -> :data:`UNCERTAINTY_NODATA`."""
+    dn = xr.apply_ufunc(np.ceil, width / s2bands.SCALE - 1e-6, dask="allowed")
+    out: xr.DataArray = dn.clip(0, UNCERTAINTY_NODATA - 1).fillna(UNCERTAINTY_NODATA
+                                                                 ).astype(np.uint16)
+    out.attrs.update(nodata=UNCERTAINTY_NODATA, scale=s2bands.SCALE, offset=0.0,
+                     units="reflectance", description=UNCERTAINTY_DESCRIPTION)
+    return out
+
+
 def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, nodata: int,
                       method: str, parameters: dict[str, Any]) -> xr.Dataset:
     """The composites' dataset (:func:`cloudfree.methods._composite.stacked_to_dataset`), with the
     tile's choice as scalar coordinates ``correction_candidate`` and ``correction_sigma_px``
-    (lazy with dask; :func:`record_choice` moves them into ``parameters`` once computed)."""
-    out = stacked_to_dataset(stacked, reflectance, n_bands=reflectance.sizes["band"],
-                             nodata=nodata)
+    (lazy with dask; :func:`record_choice` moves them into ``parameters`` once computed),
+    and from :func:`correct_stack`'s half-widths the variable ``uncertainty`` (band, y, x):
+    the half-width of the 90 % interval as uint16 DN (:func:`uncertainty_dn`), 0 where
+    observed (exact), :data:`UNCERTAINTY_NODATA` where ``reflectance`` is nodata."""
+    n_bands = reflectance.sizes["band"]
+    out = stacked_to_dataset(stacked[:n_bands + 3], reflectance, n_bands=n_bands, nodata=nodata)
+    if stacked.shape[0] == 2 * n_bands + 3:
+        width = xr.DataArray(stacked[n_bands + 3:], dims=("band", "y", "x"),
+                             coords=out["reflectance"].coords)
+        out["uncertainty"] = uncertainty_dn(width)
     out = out.assign_coords(correction_candidate=((), choice[0]),
                             correction_sigma_px=((), choice[1]),
                             correction_heldout_rmse=((), choice[2]))
@@ -345,6 +573,9 @@ def record_choice(result: xr.Dataset) -> xr.Dataset:
     return out
 
 
-__all__ = ("HELD_OUT_MASKS", "SELECTION", "choose_from_sums", "correct_frame", "correct_stack",
-           "corrected_dataset", "corrected_frame", "correction_parameters", "heldout_rmse",
-           "record_choice", "validation_sums")
+__all__ = ("COVERAGE", "DISTANCE_EDGES_PX", "ERROR_EDGES", "HELD_OUT_MASKS", "MAX_HALF_WIDTH",
+           "MIN_CALIBRATION", "SELECTION", "UNCERTAINTY_DESCRIPTION", "UNCERTAINTY_NODATA",
+           "calibration_histogram", "choose_from_sums", "conformal_quantile", "correct_frame",
+           "correct_stack", "corrected_dataset", "corrected_frame", "correction_parameters",
+           "distance_bins", "half_width_frame", "heldout_rmse", "interval_frame",
+           "interval_table", "record_choice", "uncertainty_dn", "validation_sums")

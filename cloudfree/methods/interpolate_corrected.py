@@ -27,14 +27,16 @@ from cloudfree.methods._driver import (
     to_reflectance,
     usable_block,
 )
-from cloudfree.methods._provenance import FILL_COMPOSITED
+from cloudfree.methods._provenance import FILL_COMPOSITED, Reconstruction
 from cloudfree.methods.corrected import (
     HELD_OUT_MASKS,
+    MAX_HALF_WIDTH,
     _check_sigmas,
     correct_frame,
     correct_stack,
     corrected_dataset,
     correction_parameters,
+    interval_frame,
 )
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
 from cloudfree.methods.interpolate import interpolate_at
@@ -121,22 +123,25 @@ def mosaic(
 
 
 def evaluate(series: NDArray[Any], days: NDArray[Any], target: int, *,
-             band_names: Sequence[str] | None = None) -> NDArray[np.float32]:
+             band_names: Sequence[str] | None = None) -> Reconstruction:
     """The evaluation's reconstruction of frame ``target`` of a (T, C, H, W) reflectance
     series (NaN = not usable): the same core as the mosaic's, on the whole frame. Where no
     other date is clear, the interpolation falls back to the series' per-band median
     (:func:`~cloudfree.methods.correction.fill_with_series_median`, as every baseline
-    does) before the correction."""
+    does) before the correction. With the 90 % interval of
+    :func:`~cloudfree.methods.corrected.interval_frame` (0 on the visible pixels)."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
     usable = np.isfinite(series).all(axis=1)
     series = np.where(usable[:, None], series, np.float32(np.nan))
     candidate = fill_with_series_median(interpolation_candidate(series, usable, days, target),
                                         series)
-    filled, _, _ = correct_frame(np.asarray(series[target], np.float64), usable,
-                                 candidate[None], frame=target)
-    reconstruction: NDArray[np.float32] = np.nan_to_num(filled).astype(np.float32)
-    return reconstruction
+    observed = np.asarray(series[target], np.float64)
+    filled, index, sigma = correct_frame(observed, usable, candidate[None], frame=target)
+    half_width = interval_frame(observed, usable, candidate[None], frame=target, index=index,
+                                sigma=sigma)
+    return Reconstruction(np.nan_to_num(filled).astype(np.float32),
+                          np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))
 
 def hashed_parameters() -> dict[str, Any]:
     """The correction decides pixels too."""

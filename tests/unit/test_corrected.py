@@ -134,15 +134,21 @@ def test_per_chunk_sums_add_up_to_the_whole_image():
 
 def test_the_mosaic_is_the_evaluation_method():
     """On a tile where every pixel has another clear date, the mosaic equals the
-    evaluation's ``interpolate_corrected`` (up to the DN rounding)."""
+    evaluation's ``interpolate_corrected`` (up to the DN rounding), its interval too."""
     reflectance, clear, truth = biased_cube(size=64)
     assert (clear.values.sum(axis=0) >= 2).all()
     frame = _frame(reflectance)
     series = np.where(clear.values[:, None], reflectance.values * 1e-4 - 0.1, np.nan)
     days = days_since_epoch(reflectance["time"].values)
     expected = interpolate_corrected.evaluate(series.astype(np.float32), days, frame)
-    mosaic = interpolate_corrected_composite(reflectance, clear)["reflectance"].values
-    assert np.abs(mosaic * 1e-4 - 0.1 - expected).max() < 1.5e-4
+    result = interpolate_corrected_composite(reflectance, clear)
+    mosaic = result["reflectance"].values
+    assert np.abs(mosaic * 1e-4 - 0.1 - expected.values).max() < 1.5e-4
+    # the same table: DN rounded up from the same float32 half-widths (one DN at most)
+    width = result["uncertainty"].values.astype(float) * 1e-4
+    assert np.abs(width - expected.half_width).max() <= 1e-4 + 1e-7
+    assert (result["uncertainty"].values[:, clear.values[frame]] == 0).all()
+    assert (expected.half_width[:, ~clear.values[frame]] > 0).all()
 
 
 def test_removes_the_per_date_bias_that_interpolation_keeps():
@@ -287,6 +293,16 @@ def test_compute_tile_and_params(tmp_path):
     fill = result["fill"].values
     assert {FILL_OBSERVED, FILL_COMPOSITED} <= set(np.unique(fill))
     assert (result["reflectance"].values > 0).all()
+    # the 90 % interval: 0 where observed, stated where corrected, written as an asset
+    width = result["uncertainty"].values
+    assert (width[:, fill == FILL_OBSERVED] == 0).all()
+    assert (width[:, fill == FILL_COMPOSITED] > 0).all()
+    assert (width[:, fill == FILL_COMPOSITED] < corrected.UNCERTAINTY_NODATA).all()
+    from cloudfree.tile import write_tile
+
+    written = write_tile(result, tile, base_url=str(tmp_path / "out"), fs=None, params=params)
+    [asset] = [w for w in written if w.key == "uncertainty"]
+    assert asset.bands == BANDS
 
 
 def test_cli_offers_the_method():

@@ -81,7 +81,10 @@ def test_collection_is_valid():
     doc = build_collection("out", bands=["red", "nir"])
     col = pystac.Collection.from_dict(doc)
     assets = col.extra_fields["item_assets"]
-    assert set(assets) == {"red", "nir", "clear_count", "source_date", "fill", "thumbnail"}
+    assert set(assets) == {"red", "nir", "clear_count", "source_date", "fill", "uncertainty",
+                           "thumbnail"}
+    assert [b["common_name"] for b in assets["uncertainty"]["eo:bands"]] == ["red", "nir"]
+    assert len(assets["uncertainty"]["raster:bands"]) == 2
     classes = {c["value"]: c["name"] for c in assets["fill"]["classification:classes"]}
     assert classes[0] == "nodata" and {"observed", "composited", "interpolated"} <= set(
         classes.values())
@@ -94,3 +97,57 @@ def test_collection_is_valid():
     assert "Contains modified Copernicus Sentinel data" in col.description
     # before any item: the globe from Sentinel-2's first data on
     assert col.extent.temporal.intervals[0][1] is None
+
+
+def test_a_corrected_items_uncertainty_asset():
+    """The corrected methods' 90 % interval: one COG with a band per reflectance band, DN
+    in reflectance units (offset 0), 0 where observed, described in the item."""
+    import numpy as np
+    import rasterio
+    import xarray as xr
+
+    from cloudfree.methods.corrected import UNCERTAINTY_NODATA
+    from cloudfree.testing import make_tile
+    from cloudfree.tile import MosaicParams, write_tile
+
+    tile = make_tile(size=64)
+    height, width = tile.shape
+    bands = ("red", "green", "blue")
+    width_dn = np.zeros((3, height, width), np.uint16)
+    width_dn[:, :10] = [[[150]], [[120]], [[90]]]
+    width_dn[:, :2, :2] = UNCERTAINTY_NODATA
+    result = xr.Dataset({
+        "reflectance": (("band", "y", "x"), np.full((3, height, width), 1500, np.uint16)),
+        "clear_count": (("y", "x"), np.ones((height, width), np.uint16)),
+        "source_date": (("y", "x"), np.full((height, width), 19_850, np.uint16)),
+        "fill": (("y", "x"), np.ones((height, width), np.uint8)),
+        "uncertainty": (("band", "y", "x"), width_dn),
+    }, coords={"band": list(bands)})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_tile(result, tile, base_url=tmp, fs=None,
+                             params=MosaicParams(bands=bands))
+        [asset] = [w for w in written if w.key == "uncertainty"]
+        assert asset.kind == "uncertainty" and asset.bands == bands
+        with rasterio.open(asset.href) as src:
+            assert src.count == 3 and src.descriptions == bands
+            assert src.nodata == UNCERTAINTY_NODATA
+            assert src.scales == (1e-4,) * 3 and src.offsets == (0.0,) * 3
+            np.testing.assert_array_equal(src.read(), width_dn)
+    window = parse_date_window("2024-05-01/2024-05-31")
+    item = build_item(
+        item_id=item_id(tile.tile_id, window, "interpolate_corrected"), collection_id="out",
+        tile=tile, window=window, assets=[asset], source_items=SOURCES,
+        source_api_url="http://127.0.0.1:8082", source_collection="sentinel-2-l2a",
+        method="interpolate_corrected", parameters={}, digest="f" * 64, nodata_pct=0.0,
+        processed_at=dt.datetime(2024, 6, 1, tzinfo=dt.UTC))
+    pystac.Item.from_dict(item)
+    entry = item["assets"]["uncertainty"]
+    assert entry["roles"] == ["data", "metadata"]
+    assert "90 % interval" in entry["description"]
+    assert [b["common_name"] for b in entry["eo:bands"]] == list(bands)
+    assert entry["raster:bands"][0] == {"data_type": "uint16", "nodata": UNCERTAINTY_NODATA,
+                                        "scale": 0.0001, "offset": 0.0, "unit": "reflectance",
+                                        "spatial_resolution": tile.resolution_m}
+    assert len(entry["raster:bands"]) == 3
