@@ -86,7 +86,7 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "the target date, its gaps filled by the generator network and a head trained "
                "on its own clear pixels, then fitted to them", "generator", targeted=True,
                learned=True, corrected=True, halo_px=_GENERATOR_PX,
-               fill_classes=("nodata", "observed", "generated")),
+               fill_classes=("nodata", "observed", "generated", "composited")),
     MethodSpec("network",
                "the generator network's own prediction: interpolation plus the network's "
                "residual, scaled per band by self-validation (no head, no correction)",

@@ -48,13 +48,16 @@ from cloudfree.methods.corrected import (
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
 from cloudfree.models.inference import (
     DEFAULT_TILE_PX,
+    MAX_FRAMES,
+    MIN_USABLE,
     Precision,
     _geometry,
     cached_generator,
     default_device,
-    fill_series,
+    fill_frame,
     network_prediction,
 )
+from cloudfree.models.inference import select_frames as select_network_frames
 
 #: Compute a graph with GPU annotations under ``dask.config.set(COMPUTE_CONFIG)``: dask's
 #: low-level fusion (on by default for arrays) turns the graph into a plain dict and drops
@@ -92,7 +95,7 @@ def generator_composite_array(
     reconstruction. ``source_day`` is the frame's day (NaN where nodata); ``clear_count``
     counts usable observations.
 
-    ``**kw`` goes to :func:`fill_series` (``tile_px``, ``halo_px``, ``batch_size``,
+    ``**kw`` goes to :func:`fill_frame` (``tile_px``, ``halo_px``, ``batch_size``,
     ``device``, ``precision``, ``model_name``).
     """
     values = np.asarray(values, dtype=np.float32)
@@ -108,12 +111,18 @@ def generator_composite_array(
     if visible.all():
         filled = values[frame]
     else:
-        from cloudfree.models.head import adapted_frame
+        from cloudfree.models.head import adapted_frame, held_out_union
 
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw)
+        height, width = usable.shape[1:]
+        # the head leaves the correction's held-out pixels alone, as on dask
+        exclude = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+                                 np.arange(width), frame=frame, shape=(height, width),
+                                 seed=seed, masks=HELD_OUT_MASKS)
         candidates = adapted_frame(values, days, frame, extra=network, seed=seed,
-                                   device=kw.get("device") or default_device())[None]
+                                   device=kw.get("device") or default_device(),
+                                   exclude=exclude)[None]
         filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
                                      sigmas=sigmas_px)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
@@ -129,16 +138,26 @@ def generator_composite_array(
 # --------------------------------------------------------------------------- xarray/dask
 
 
-def _network_block(reflectance: np.ndarray, clear: np.ndarray, *, days: np.ndarray,
-                   band_names: list[str], frame: int, nodata: int,
-                   fill_kw: dict[str, Any]) -> np.ndarray:
-    """One block (with its halo): DN (T, C, h, w) and clear (T, h, w) -> the network's
-    (C, h, w) reflectance of frame ``frame``, made with that frame hidden entirely."""
-    usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
+def _network_block(reflectance: np.ndarray, clear: np.ndarray, usable_fraction: np.ndarray,
+                   *, days: np.ndarray, band_names: list[str], frame: int, nodata: int,
+                   fill_kw: dict[str, Any], max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """One block (with its halo): DN (T, C, h, w), clear (T, h, w) and the whole tile's
+    usable fraction per date (T,) -> the network's (C, h, w) reflectance of frame
+    ``frame``, made with that frame hidden entirely.
+
+    The network sees the frame and its ``max_frames - 1`` nearest usable dates
+    (:func:`cloudfree.models.inference.select_frames`, from the tile's fractions, so every
+    chunk sees the same dates), and runs its target-only forward (:func:`fill_frame`);
+    only those dates are converted to reflectance."""
+    frames = select_network_frames(usable_fraction, days, frame, max_frames)
+    local = int(np.flatnonzero(frames == frame)[0])
+    reflectance = reflectance[frames]
+    usable = usable_block(reflectance, np.asarray(clear, bool)[frames], nodata=nodata)
     values = to_reflectance(reflectance)
     np.copyto(values, np.float32(np.nan), where=~usable[:, None])
-    values[frame] = np.nan
-    prediction: np.ndarray = fill_series(values, days, band_names, **fill_kw)[frame]
+    values[local] = np.nan
+    prediction: np.ndarray = fill_frame(values, days[frames], band_names, frame=local,
+                                        **fill_kw)
     return prediction
 
 
@@ -155,6 +174,27 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
     from cloudfree.cluster import gpu_resources
 
     return gpu_resources(client)
+
+
+#: Fewer dates than this in a tile's window (one date alone) and there is nothing in
+#: time to learn from: the tile gets ``interpolate_corrected`` instead (which then keeps
+#: the date as it is), and its item says so.
+MIN_DATES = 2
+
+
+def _fallback(reflectance: xr.DataArray, clear: xr.DataArray, *, n_dates: int,
+              **kw: Any) -> xr.Dataset:
+    """``interpolate_corrected``'s mosaic of a series too short for the generator, with
+    ``parameters["fallback"]`` saying why (the pixels are ``composited``, not generated)."""
+    from cloudfree.methods.interpolate_corrected import mosaic as corrected_mosaic
+
+    result = corrected_mosaic(reflectance, clear, **kw)
+    result.attrs["method"] = "generator"
+    result.attrs["parameters"] = {
+        **result.attrs.get("parameters", {}),
+        "fallback": f"interpolate_corrected: {n_dates} date(s) in the window, the generator "
+                    f"needs {MIN_DATES} or more"}
+    return result
 
 
 def mosaic(
@@ -210,6 +250,9 @@ def mosaic(
     from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
+    if len(days) < MIN_DATES:
+        return _fallback(reflectance, clear, target_date=target_date, nodata=nodata, seed=seed,
+                         sigmas_px=sigmas_px, n_dates=len(days))
     frame = nearest_frame(days, target_day)
     # the geometry (and version) from the model; loaded here once, cached for this process
     meta_model, meta_card = (model, card) if model is not None else \
@@ -235,6 +278,10 @@ def mosaic(
         refl_data, clear_data, spatial = dask_cube(
             reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth))
         depth_y, depth_x = halo_depths(spatial, halo)
+        # the dates the network sees are decided from the whole tile's usable fractions
+        fraction = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl_data, "tbyx",
+                                clear_data, "tyx", concatenate=True,
+                                meta=meta(3, bool)).mean(axis=(1, 2))
         annotations = _resolve_resources(resources)
         with annotate(resources=annotations) if annotations else contextlib.nullcontext():
             refl_halo = with_halo(refl_data, depth_y, depth_x)
@@ -242,14 +289,15 @@ def mosaic(
             # The name must depend on the inputs: tiles computed at the same time on one
             # scheduler would otherwise share keys, and get each other's results.
             token = tokenize(refl_halo.name, clear_halo.name, days, frame, nodata,
-                             fill_kw.get("model_name"), tile, halo)
+                             fill_kw.get("model_name"), tile, halo, MAX_FRAMES)
             network = da.blockwise(network_block, "byx", refl_halo, "tbyx", clear_halo, "tyx",
-                                   concatenate=True, meta=meta(3, np.float32),
+                                   fraction, "t", concatenate=True, meta=meta(3, np.float32),
                                    name=f"generator-block-{token}")
             network = trim_halo(network, depth_y, depth_x)
     else:
         refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
-        network = network_block(refl_data, clear_data)
+        fraction = usable_block(refl_data, clear_data, nodata=nodata).mean(axis=(1, 2))
+        network = network_block(refl_data, clear_data, fraction)
     candidates = head_candidate(refl_data, clear_data, network, days=days, frame=frame,
                                 nodata=nodata, seed=seed)
     stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
@@ -263,6 +311,8 @@ def mosaic(
         "target_date": iso_day(target_day),
         "frame_date": iso_day(days[frame]),
         "tile_px": tile, "halo_px": halo, "precision": precision,
+        "network_frames": f"the target and its {MAX_FRAMES - 1} nearest dates with over "
+                          f"{MIN_USABLE:.0%} of the tile usable",
         "prior": "interpolate: linear in time from the other dates",
         "test_time_head": head_parameters(),
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
@@ -272,6 +322,10 @@ def mosaic(
 
 
 # --------------------------------------------------------------------------- evaluation
+
+from cloudfree.methods._provenance import Reconstruction  # noqa: E402
+from cloudfree.methods.corrected import MAX_HALF_WIDTH, interval_frame  # noqa: E402
+from cloudfree.models.head import MIN_SAMPLES  # noqa: E402
 
 
 @lru_cache(maxsize=4)
@@ -315,13 +369,21 @@ def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: 
     return restore_outputs(out, band_names, card)[target, :, :h, :w]
 
 
-def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
-                target: int, band_names: Sequence[str], *, max_frames: int = 8,
-                adapt: bool = True, seed: int = 0) -> np.ndarray:
-    """(C, H, W) reconstruction of ``series[target]``; its finite pixels pass through.
+def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
+                       days: np.ndarray, target: int, band_names: Sequence[str], *,
+                       max_frames: int = 8, adapt: bool = True, seed: int = 0
+                       ) -> Reconstruction:
+    """The reconstruction of ``series[target]`` with its 90 % interval; finite pixels pass
+    through (half-width 0).
 
     ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
-    pixels, then the residual correction; without it, the pretrained network alone."""
+    pixels outside the correction's held-out masks (:func:`cloudfree.models.head.held_out_union`,
+    the same ``seed`` and :data:`~cloudfree.methods.corrected.HELD_OUT_MASKS`), then the
+    residual correction, whose held-out errors are therefore honest for the head too and
+    calibrate the interval (:func:`cloudfree.methods.corrected.interval_frame`); where fewer
+    than :data:`~cloudfree.models.head.MIN_SAMPLES` visible pixels lie outside those masks
+    (the head then trains on them), the corrected interpolation's interval instead. Without
+    ``adapt``, the pretrained network alone, and no interval (None)."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
     visible = np.isfinite(series[target]).all(axis=0)
@@ -329,22 +391,54 @@ def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.
     local = int(np.flatnonzero(frames == target)[0])
     generated = generate_frame(model, card, series[frames], days[frames], local, band_names)
     if not adapt:
-        return np.nan_to_num(np.where(visible[None], series[target], generated)).astype(np.float32)
-    from cloudfree.models.head import adapted_frame
+        return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
+                                            ).astype(np.float32))
+    from cloudfree.models.head import adapted_frame, held_out_union
 
-    adapted = fill_with_series_median(
-        adapted_frame(series, days, target, extra=generated, seed=seed), series)
     usable = np.isfinite(series).all(axis=1)
-    filled, _, _ = correct_frame(np.asarray(series[target], np.float64), usable, adapted[None],
-                                 frame=target, seed=seed)
-    reconstruction: np.ndarray = np.nan_to_num(filled).astype(np.float32)
-    return reconstruction
+    height, width = usable.shape[1:]
+    exclude = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+                             np.arange(width), frame=target, shape=(height, width), seed=seed,
+                             masks=HELD_OUT_MASKS)
+    adapted = fill_with_series_median(
+        adapted_frame(series, days, target, extra=generated, seed=seed, exclude=exclude), series)
+    observed = np.asarray(series[target], np.float64)
+    filled, index, sigma = correct_frame(observed, usable, adapted[None], frame=target, seed=seed)
+    calibrated = adapted
+    if np.count_nonzero(usable[target] & ~exclude) < MIN_SAMPLES:
+        # Too few pixels outside the union: the head trained on the held-out pixels
+        # (head.training_pixels), whose errors would flatter it (NDVI case: coverage 0.68-0.76
+        # on such targets). The interval is then the corrected interpolation's, calibrated
+        # honestly on the same masks: a conservative stand-in, the generator being the
+        # better of the two on average.
+        from cloudfree.methods.interpolate_corrected import interpolation_candidate
+
+        calibrated = fill_with_series_median(
+            interpolation_candidate(series, usable, days, target), series)
+        _, index, sigma = correct_frame(observed, usable, calibrated[None], frame=target,
+                                        seed=seed)
+    half_width = interval_frame(observed, usable, calibrated[None], frame=target, index=index,
+                                sigma=sigma, seed=seed)
+    return Reconstruction(np.nan_to_num(filled).astype(np.float32),
+                          np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))
+
+
+def fill_target(model: Generator, card: ModelCard, series: np.ndarray, days: np.ndarray,
+                target: int, band_names: Sequence[str], *, max_frames: int = 8,
+                adapt: bool = True, seed: int = 0) -> np.ndarray:
+    """(C, H, W) reconstruction of ``series[target]`` (:func:`reconstruct_target`'s values);
+    its finite pixels pass through."""
+    values: np.ndarray = reconstruct_target(model, card, series, days, target, band_names,
+                                            max_frames=max_frames, adapt=adapt,
+                                            seed=seed).values
+    return values
 
 
 def evaluate(series: np.ndarray, days: np.ndarray, target: int, *,
-                     band_names: Sequence[str] | None = None, model_name: str = "default",
-                     adapt: bool = True) -> np.ndarray:
-    """Evaluation :data:`~cloudfree.evaluation.harness.MethodFn` of the shipped generator.
+             band_names: Sequence[str] | None = None, model_name: str = "default",
+             adapt: bool = True) -> Reconstruction:
+    """Evaluation :data:`~cloudfree.evaluation.harness.MethodFn` of the shipped generator,
+    with its 90 % interval (:func:`reconstruct_target`).
 
     ``band_names`` map the case's bands onto the model's; without them a 1-band series is
     taken as ``ndvi`` (0..1), 13 bands as L1C B01..B12, 6 as L2A, 3 as RGB."""
@@ -353,12 +447,12 @@ def evaluate(series: np.ndarray, days: np.ndarray, target: int, *,
         defaults = {1: ("ndvi",), 3: ("B04", "B03", "B02"), 6: ("B02", "B03", "B04", "B08", "B11",
                     "B12"), 13: card.bands[:13]}
         band_names = defaults[series.shape[1]]
-    return fill_target(model, card, series, days, target, band_names, adapt=adapt)
+    return reconstruct_target(model, card, series, days, target, band_names, adapt=adapt)
 
 
 def evaluate_no_tta(series: np.ndarray, days: np.ndarray, target: int, *,
-                            band_names: Sequence[str] | None = None) -> np.ndarray:
-    """The generator alone, without test-time adaptation (for ablations)."""
+                    band_names: Sequence[str] | None = None) -> Reconstruction:
+    """The generator alone, without test-time adaptation (for ablations; no interval)."""
     return evaluate(series, days, target, band_names=band_names, adapt=False)
 
 
@@ -384,7 +478,8 @@ def hashed_parameters() -> dict[str, Any]:
 
     return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                 masks=HELD_OUT_MASKS),
-            "test_time_head": head_parameters()}
+            "test_time_head": head_parameters(), "network_frames": MAX_FRAMES,
+            "min_dates": MIN_DATES}
 
 
 def software(options: Mapping[str, Any]) -> dict[str, str]:

@@ -163,10 +163,10 @@ def stac_sampler(options: TrainOptions, settings: Settings | None,
 def build_samplers(options: TrainOptions, settings: Settings | None = None,
                    source_defaults: SourceDefaults | None = None,
                    ) -> list[SeriesSampler | CubeSampler]:
-    """The samplers of ``options.data``; batch ``step`` comes from
-    ``samplers[step % len(samplers)]``, so "mixed" alternates synth and STAC by step."""
+    """The samplers of ``options.data``, synthetic first; batch ``step`` comes from
+    :func:`sampler_for`, so "mixed" alternates synth and STAC by step."""
     samplers: list[SeriesSampler | CubeSampler] = []
-    if options.data in ("synth", "mixed"):
+    if options.data in ("synth", "mixed", "synth+series"):
         samplers.append(SeriesSampler(size=options.size, frames=options.frames, seed=options.seed,
                                       n_landscapes=options.n_landscapes, world_px=options.world_px))
     if options.data in ("stac", "mixed"):
@@ -174,6 +174,17 @@ def build_samplers(options: TrainOptions, settings: Settings | None = None,
     if options.data in ("series", "synth+series"):
         samplers += series_samplers(options)
     return samplers
+
+
+def sampler_for(step: int, samplers: list[SeriesSampler | CubeSampler], synth_steps: int = 1
+                ) -> SeriesSampler | CubeSampler:
+    """The sampler of batch ``step``: in turn, ``synth_steps`` synthetic batches (when the
+    first sampler is the synthetic one) and one batch of each other sampler."""
+    if len(samplers) == 1 or not isinstance(samplers[0], SeriesSampler):
+        return samplers[step % len(samplers)]
+    cycle = synth_steps + len(samplers) - 1
+    position = step % cycle
+    return samplers[0] if position < synth_steps else samplers[1 + position - synth_steps]
 
 
 def series_samplers(options: TrainOptions) -> list[CubeSampler]:
@@ -286,7 +297,7 @@ def train(options: TrainOptions, *, log: Callable[[str], object] = print,
     start = time.perf_counter()
     generator.train()
     while step < options.steps:
-        arrays = samplers[step % len(samplers)].batch(step, options.batch)
+        arrays = sampler_for(step, samplers, options.synth_steps).batch(step, options.batch)
         batch = {k: torch.from_numpy(v).to(dev) for k, v in arrays.items()}
         terms = train_step(generator, discriminator, opt_g, opt_d, batch, options,
                            np.random.default_rng([options.seed, step]))

@@ -63,6 +63,9 @@ class TrainOptions:
         None, "data series/synth+series: comma-separated evaluation-format .npz series "
         "(bands, band_names, dates, cloud_mask; see cloudfree.evaluation.harness) to train on; "
         "their real cloud masks are pasted onto their own clear pixels", metavar="NPZ[,NPZ]")
+    synth_steps: int = option(
+        1, "of data mixed and synth+series: synthetic batches for each batch of the real "
+        "source(s), which keeps the band sets the real data lacks (visible bands, ndvi)")
     init: str | None = option(
         None, "start from these generator weights: a shipped model name (default) or a "
         ".pt state dict of the same architecture; the discriminator starts fresh",
@@ -103,6 +106,8 @@ class TrainOptions:
         if self.data in ("series", "synth+series") and not self.series:
             raise InvalidParameterError("series", self.series, f"data={self.data!r} trains on "
                                         "series files: give --series PATH.npz[,PATH.npz]")
+        if self.synth_steps < 1:
+            raise InvalidParameterError("synth_steps", self.synth_steps, "give 1 or more")
         if self.bbox is not None:  # the CLI gives a string, a flow or a JSON config a list
             object.__setattr__(self, "bbox", parse_bbox(self.bbox).bbox)
 

@@ -114,5 +114,6 @@ def test_the_declared_halos_are_the_codes_reach():
     expected = {"median": 0, "geomedian": 0, "interpolate": 0,
                 "bap": bap.halo_px(dict(bap.DEFAULTS)),
                 "interpolate_corrected": correction,
-                "generator": network + HALO_PX + correction, "generator_no_tta": network}
+                "generator": network + HALO_PX + correction, "generator_no_tta": network,
+                "network": network}
     assert {name: spec.halo_px for name, spec in METHODS.items()} == expected

@@ -11,11 +11,18 @@ import torch
 import xarray as xr
 from torch import nn
 
+from cloudfree.errors import InvalidParameterError
 from cloudfree.methods import FILL_GENERATED, FILL_NODATA, FILL_OBSERVED, composite
 from cloudfree.methods import generator as inference
 from cloudfree.methods.generator import generator_composite_array
 from cloudfree.methods.generator import mosaic as generator_composite
-from cloudfree.models.inference import fill_series, network_prediction, tile_windows
+from cloudfree.models.inference import (
+    fill_frame,
+    fill_series,
+    network_prediction,
+    select_frames,
+    tile_windows,
+)
 from cloudfree.testing import model_card, reflectance_cube, tiny_generator
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
@@ -118,6 +125,69 @@ def test_chunked_equals_whole_and_observed_unchanged(model_and_card):
     # observed values are bit-identical; generated ones really were generated
     np.testing.assert_array_equal(chunked[~missing], values[~missing])
     assert not np.array_equal(chunked[missing], np.zeros(missing.sum(), np.float32))
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_fill_frame_is_fill_series_frame_chunked_or_whole(model_and_card, bare):
+    """The target-only path (the Generator's forward_target; a bare model's full forward)
+    fills one frame as fill_series does, chunked or whole; observed values bit-identical."""
+    model, card = (StandInGenerator().eval(), None) if bare else model_and_card
+    values, days = _series(n_dates=4, height=90, width=102, seed=8)
+    frame = 2
+    values[frame, :, 30:60, 40:80] = np.nan
+    reference = fill_series(values, days, BANDS, model=model, card=card, tile_px=4096)[frame]
+    whole = fill_frame(values, days, BANDS, frame=frame, model=model, card=card, tile_px=4096)
+    chunked = fill_frame(values, days, BANDS, frame=frame, model=model, card=card, tile_px=32,
+                         batch_size=3)
+    assert whole.shape == (6, 90, 102) and whole.dtype == np.float32
+    assert np.abs(whole - reference).max() < 1e-5
+    assert np.abs(chunked - whole).max() < 1e-4
+    finite = np.isfinite(values[frame])
+    np.testing.assert_array_equal(chunked[finite], values[frame][finite])
+    assert np.isfinite(chunked).all()
+
+
+def test_select_frames_is_the_evaluation_rule_on_tile_fractions():
+    """The nearest frames with over 2 % of the tile usable, the target always, in time
+    order: the same choice as the evaluation's select_frames on the series itself."""
+    from cloudfree.methods.generator import select_frames as evaluation_select
+
+    values, days = _series(n_dates=12, height=30, width=30, seed=9)
+    values[[3, 8], :, 1:] = np.nan
+    values[[3, 8], :, 0, 10:] = np.nan  # 10 of 900 pixels usable: under 2 %
+    values[5] = np.nan  # the target, hidden
+    fraction = np.isfinite(values).all(axis=1).mean(axis=(1, 2))
+    chosen = select_frames(fraction, days, 5, 8)
+    assert 5 in chosen and 3 not in chosen and 8 not in chosen and len(chosen) == 8
+    assert (np.diff(days[chosen]) > 0).all()
+    np.testing.assert_array_equal(chosen, evaluation_select(values, days, 5, 8))
+    np.testing.assert_array_equal(select_frames(fraction, days, 5, 40),
+                                  [i for i in range(12) if i not in (3, 8)])
+    with pytest.raises(InvalidParameterError):
+        select_frames(fraction[:3], days, 5, 8)
+    with pytest.raises(InvalidParameterError):
+        select_frames(fraction, days, 5, 0)
+
+
+def test_lazy_network_sees_the_same_frames_in_every_chunk(model_and_card):
+    """With more dates than the network sees, each chunk picks them from the whole
+    tile's usable fractions: the lazy mosaic still equals the eager one."""
+    model, card = model_and_card
+    values, days = _series(n_dates=11, height=96, width=104, seed=10)
+    values[2, :, :, :60] = np.nan  # usable only in the right part: fractions differ by chunk
+    values[[1, 9], :, :90] = np.nan
+    reflectance, clear = reflectance_cube(values, days, bands=BANDS)
+    eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096,
+                                sigmas_px=SMALL_SIGMAS)
+    lazy = generator_composite(reflectance.chunk({"y": 40, "x": 40}),
+                               clear.chunk({"y": 40, "x": 40}), model=model, card=card,
+                               tile_px=48, resources=None, sigmas_px=SMALL_SIGMAS)
+    with dask.config.set(scheduler="synchronous"):
+        computed = lazy.compute()
+    refl_diff = np.abs(computed["reflectance"].values.astype(int) - eager["reflectance"].values)
+    assert refl_diff.max() <= 1
+    np.testing.assert_array_equal(computed["fill"].values, eager["fill"].values)
+    assert "7 nearest dates" in computed.attrs["parameters"]["network_frames"]
 
 
 def test_bare_model_without_card():
@@ -292,3 +362,17 @@ def test_graph_keys_depend_on_the_input():
     blocks_a = {k for k in keys_a if k.startswith("generator-block")}
     blocks_b = {k for k in keys_b if k.startswith("generator-block")}
     assert blocks_a and blocks_b and not blocks_a & blocks_b
+
+
+def test_too_few_dates_fall_back_to_interpolate_corrected(model_and_card):
+    from cloudfree.methods.generator import MIN_DATES
+
+    model, card = model_and_card
+    values, days = _series(n_dates=MIN_DATES - 1, height=64, width=64, seed=5)
+    reflectance, clear = reflectance_cube(values, days, bands=BANDS)
+    result = generator_composite(reflectance, clear, model=model, card=card,
+                                 sigmas_px=SMALL_SIGMAS)
+    assert result.attrs["method"] == "generator"
+    assert "interpolate_corrected" in result.attrs["parameters"]["fallback"]
+    fill = result["fill"].values
+    assert (fill != FILL_GENERATED).all() and (fill == FILL_OBSERVED).any()

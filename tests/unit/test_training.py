@@ -182,7 +182,7 @@ def test_series_training_and_init(tmp_path):
                                series=str(tmp_path / "s.npz"), **TINY_TRAINING),
                   log=lambda *_: None)
     _, card = load_generator("default", directory=tmp_path / "a")
-    assert "s.npz" in card.training_data and "synthetic" in card.training_data
+    assert "s.npz" in card.training_data and "landscapes" in card.training_data
     assert card.training["stac_sources"][0]["sha256"]
     # init: the second run starts from the first one's weights
     logs: list[str] = []
@@ -207,3 +207,16 @@ def test_series_options_refuse_bad_input(tmp_path):
     with pytest.raises(InvalidParameterError, match="init"):
         train(TrainOptions(steps=1, out_dir=str(tmp_path / "y"), init=str(tmp_path / "no.pt"),
                            **TINY_TRAINING), log=lambda *_: None)
+
+
+def test_sampler_for_gives_synth_steps_per_real_batch():
+    from cloudfree.training.loop import sampler_for
+
+    synth = SeriesSampler(size=16, frames=2, n_landscapes=1, world_px=24, mask_pool=1)
+    real_a, real_b = object(), object()
+    samplers = [synth, real_a, real_b]
+    assert [sampler_for(s, samplers, 2) for s in range(8)] == [
+        synth, synth, real_a, real_b, synth, synth, real_a, real_b]
+    assert [sampler_for(s, samplers[:2]) for s in range(4)] == [synth, real_a, synth, real_a]
+    with pytest.raises(InvalidParameterError, match="synth_steps"):
+        TrainOptions(synth_steps=0)
