@@ -202,13 +202,17 @@ def test_the_generator_states_an_interval_and_the_ablation_none():
     from cloudfree.methods.generator import reconstruct_target
     from cloudfree.testing import model_card, tiny_generator
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    truth, clear = noisy_series(size=48, n_bands=3)
-    series = np.where(clear[:, None], truth, np.nan).astype(np.float32)
-    series[0][:, 10:30, 10:30] = np.nan
-    days = np.arange(len(truth)) * 10.0
-    model, card = tiny_generator(), model_card()
-    out = reconstruct_target(model, card, series, days, 0, ("B04", "B03", "B02"))
+    try:
+        truth, clear = noisy_series(size=48, n_bands=3)
+        series = np.where(clear[:, None], truth, np.nan).astype(np.float32)
+        series[0][:, 10:30, 10:30] = np.nan
+        days = np.arange(len(truth)) * 10.0
+        model, card = tiny_generator(), model_card()
+        out = reconstruct_target(model, card, series, days, 0, ("B04", "B03", "B02"))
+    finally:
+        torch.set_num_threads(threads)  # later tests keep the thread count they set
     visible = np.isfinite(series[0]).all(axis=0)
     assert (out.half_width[:, visible] == 0).all()
     assert (out.half_width[:, ~visible] > 0).all()
