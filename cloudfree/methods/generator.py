@@ -414,14 +414,14 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
     height, width = usable.shape[1:]
     exclude = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
                              np.arange(width), frame=target, shape=(height, width), seed=seed,
-                             masks=HELD_OUT_MASKS)
+                             masks=HEAD_MASKS) if HEAD_MASKS else None
     adapted = fill_with_series_median(
-        adapted_frame(series, days, target, extra=generated, seed=seed,
-                      exclude=exclude if HEAD_MASKS else None), series)
+        adapted_frame(series, days, target, extra=generated, seed=seed, exclude=exclude),
+        series)
     observed = np.asarray(series[target], np.float64)
     filled, index, sigma = correct_frame(observed, usable, adapted[None], frame=target, seed=seed)
     calibrated = adapted
-    if not HEAD_MASKS or np.count_nonzero(usable[target] & ~exclude) < MIN_SAMPLES:
+    if exclude is None or np.count_nonzero(usable[target] & ~exclude) < MIN_SAMPLES:
         # Too few pixels outside the union: the head trained on the held-out pixels
         # (head.training_pixels), whose errors would flatter it (NDVI case: coverage 0.68-0.76
         # on such targets). The interval is then the corrected interpolation's, calibrated
@@ -460,9 +460,9 @@ def evaluate(series: np.ndarray, days: np.ndarray, target: int, *,
     taken as ``ndvi`` (0..1), 13 bands as L1C B01..B12, 6 as L2A, 3 as RGB."""
     model, card = _cached_model(model_name)
     if band_names is None:
-        defaults = {1: ("ndvi",), 3: ("B04", "B03", "B02"), 6: ("B02", "B03", "B04", "B08", "B11",
-                    "B12"), 13: card.bands[:13]}
-        band_names = defaults[series.shape[1]]
+        from cloudfree.methods.network import default_band_names
+
+        band_names = default_band_names(series.shape[1], card)
     return reconstruct_target(model, card, series, days, target, band_names, adapt=adapt)
 
 
