@@ -90,11 +90,16 @@ def nearest_frame(days: np.ndarray, target_day: float) -> int:
     return int(candidates[np.argmin(days[candidates])])
 
 
-def aligned_chunks(chunks: tuple[int, ...], *, depth: int, factor: int = 1) -> tuple[int, ...]:
+def aligned_chunks(chunks: tuple[int, ...], *, depth: int, factor: int = 1,
+                   at_most: int | None = None) -> tuple[int, ...]:
     """Regular chunks on the ``factor`` grid, each at least ``depth`` (the overlap): a
-    neighbour can only lend a halo it has. A short last chunk joins the one before."""
+    neighbour can only lend a halo it has. A short last chunk joins the one before.
+    ``at_most``: chunks no wider than that (on the grid, and still at least ``depth``)."""
     total = sum(chunks)
-    size = max(-(-chunks[0] // factor) * factor, -(-max(depth, 1) // factor) * factor)
+    size = -(-chunks[0] // factor) * factor
+    if at_most is not None:
+        size = min(size, max(factor, at_most // factor * factor))
+    size = max(size, -(-max(depth, 1) // factor) * factor)
     if size >= total:
         return (total,)
     out = [size] * (total // size)

@@ -83,13 +83,17 @@ def _counts_block(stack: np.ndarray, *, n_bands: int) -> np.ndarray:
 
 def _samples_block(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_core: np.ndarray,
                    col_core: np.ndarray, counts: np.ndarray, *, n_bands: int, width: int,
-                   max_samples: int, seed: int) -> tuple[np.ndarray, ...]:
+                   max_samples: int, seed: int, exclude: bool = True) -> tuple[np.ndarray, ...]:
     """One halo'd chunk's training pairs over its core (``counts``: the whole tile's), with
-    their global linear index."""
+    their global linear index; ``exclude=False``: the held-out union trains too."""
     feats, prior, observed, _ = _split(stack, n_bands)
     trainable, held = _trainable(stack, n_bands)
     trainable &= row_core[:, None] & col_core[None, :]
-    picked = training_pixels(trainable, held, rows, cols, np.asarray(counts).ravel(),
+    counts = np.asarray(counts, np.float64).ravel()
+    if not exclude:
+        held = np.zeros_like(held)
+        counts = np.array([counts[0], counts[0]])
+    picked = training_pixels(trainable, held, rows, cols, counts,
                              max_samples=max_samples, seed=seed)
     r, c = np.nonzero(picked)
     return (rows[r].astype(np.int64) * width + cols[c], *samples(feats, prior, observed, picked))
@@ -152,6 +156,33 @@ def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
     halo of :data:`HALO_PX` (chunks as given, each at least that wide). The pairs are the
     same, in the same order, as in a whole-array run, so chunked equals whole up to float
     error. ``device``: where the head trains (default: CUDA when the worker has it)."""
+    [candidate] = _heads(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
+                         seed=seed, max_samples=max_samples, device=device, masks=masks,
+                         excludes=(masks > 0,))
+    return candidate
+
+
+def head_pair(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, frame: int,
+              nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
+              device: str | None = None, masks: int = HELD_OUT_MASKS) -> tuple[Any, Any]:
+    """``(filling, scoring)``, each (1, C, H, W) float32: two heads of
+    :func:`head_candidate` on the same features. The *filling* head trains on every clear
+    pixel of the frame; the *scoring* head only outside the union of the correction's
+    held-out masks (``seed``, ``masks``), so its errors there are out-of-sample: the
+    correction chooses its width, and calibrates the interval, on the scoring head
+    (``scoring`` of :func:`cloudfree.methods.corrected.correct_stack`), then corrects the
+    filling one. On a tile with several dask threads the two trainings run side by side."""
+    filling, scoring = _heads(reflectance, clear, network, days=days, frame=frame,
+                              nodata=nodata, seed=seed, max_samples=max_samples, device=device,
+                              masks=masks, excludes=(False, True))
+    return filling, scoring
+
+
+def _heads(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, frame: int,
+           nodata: int, seed: int, max_samples: int, device: str | None, masks: int,
+           excludes: Sequence[bool]) -> list[Any]:
+    """One head per entry of ``excludes`` (whether it leaves the held-out union out), all
+    on one stack of features: the candidates of :func:`head_candidate`."""
     days = np.asarray(days, np.float64)
     n_bands = reflectance.shape[1]
     height, width = reflectance.shape[-2:]
@@ -171,9 +202,12 @@ def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
                                 np.arange(height), np.arange(width), **block)
         everything = np.ones(height, bool), np.ones(width, bool)
         counts = _counts_block(stack, n_bands=n_bands)[0, 0]
-        part = _samples_block(stack, np.arange(height), np.arange(width), *everything, counts,
-                              **sample_kw)
-        return _apply_block(stack, _train_block([part], **train_kw), **apply_kw)[None]
+        out = []
+        for exclude in excludes:
+            part = _samples_block(stack, np.arange(height), np.arange(width), *everything,
+                                  counts, exclude=exclude, **sample_kw)
+            out.append(_apply_block(stack, _train_block([part], **train_kw), **apply_kw)[None])
+        return out
 
     import dask.array as da
     from dask.delayed import delayed
@@ -207,18 +241,25 @@ def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
                           meta=_meta(3, np.float64)).sum(axis=(0, 1))
     tile_counts = counts.to_delayed(optimize_graph=False)[0]
     blocks = stack_h.to_delayed(optimize_graph=False)[0]
-    sample = delayed(partial(_samples_block, **sample_kw), pure=True)
-    parts = [sample(blocks[i, j], r, c, rc, cc, tile_counts)
-             for i, (r, rc) in enumerate(zip(rows.to_delayed(optimize_graph=False),
-                                             row_core.to_delayed(optimize_graph=False),
-                                             strict=True))
-             for j, (c, cc) in enumerate(zip(cols.to_delayed(optimize_graph=False),
-                                             col_core.to_delayed(optimize_graph=False),
-                                             strict=True))]
-    trained = delayed(partial(_train_block, **train_kw), pure=True)(parts)
-    params = da.from_delayed(trained, shape=(head_size(n_features, n_bands),),
-                             dtype=np.float32)
-    out = da.blockwise(partial(_apply_block, **apply_kw), "byx", stack_h, "zyx", params, "p",
-                       new_axes={"b": n_bands}, concatenate=True, meta=_meta(3, np.float32))
-    out = da.overlap.trim_internal(out, {0: 0, 1: depth_y, 2: depth_x}, boundary="none")
-    return out[None]
+    indices = [(i, r, rc, j, c, cc)
+               for i, (r, rc) in enumerate(zip(rows.to_delayed(optimize_graph=False),
+                                               row_core.to_delayed(optimize_graph=False),
+                                               strict=True))
+               for j, (c, cc) in enumerate(zip(cols.to_delayed(optimize_graph=False),
+                                               col_core.to_delayed(optimize_graph=False),
+                                               strict=True))]
+    out = []
+    for exclude in excludes:
+        sample = delayed(partial(_samples_block, exclude=exclude, **sample_kw), pure=True)
+        parts = [sample(blocks[i, j], r, c, rc, cc, tile_counts)
+                 for i, r, rc, j, c, cc in indices]
+        trained = delayed(partial(_train_block, **train_kw), pure=True)(parts)
+        params = da.from_delayed(trained, shape=(head_size(n_features, n_bands),),
+                                 dtype=np.float32)
+        applied = da.blockwise(partial(_apply_block, **apply_kw), "byx", stack_h, "zyx",
+                               params, "p", new_axes={"b": n_bands}, concatenate=True,
+                               meta=_meta(3, np.float32))
+        applied = da.overlap.trim_internal(applied, {0: 0, 1: depth_y, 2: depth_x},
+                                           boundary="none")
+        out.append(applied[None])
+    return out

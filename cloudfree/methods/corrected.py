@@ -187,10 +187,12 @@ def heldout_rmse(sums: np.ndarray, *, index: int, sigma: float, n_candidates: in
 # --------------------------------------------------------------------------- uncertainty
 #: The stated interval: ``value ± half_width`` should hold the truth this often.
 COVERAGE = 0.9
-#: Bin edges of the calibration histograms of absolute error (reflectance): 0, then 25
+#: Bin edges of the calibration histograms of absolute error (reflectance): 0, then 50
 #: log-spaced bins per decade from 1e-4 to 1; errors of 1 and more share a last bin.
-#: Fixed edges make the per-chunk histograms add up exactly to the tile's.
-ERROR_EDGES = np.concatenate([[0.0], np.logspace(-4.0, 0.0, 101)])
+#: Fixed edges make the per-chunk histograms add up exactly to the tile's. The stated
+#: quantile is its bin's upper edge, up to 4.7 % above the exact one (25 per decade: 9.6 %,
+#: which widened every interval by about half that on average).
+ERROR_EDGES = np.concatenate([[0.0], np.logspace(-4.0, 0.0, 201)])
 #: The widest half-width stated (reflectance): errors beyond it (and calibrations with too
 #: few pixels for a 90 % quantile) give this, the whole range of reflectance.
 MAX_HALF_WIDTH = 1.0
@@ -430,8 +432,8 @@ def _choice_block(sums: np.ndarray, *, n_bands: int, **kw: Any) -> np.ndarray:
 
 def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, day: float,
                   nodata: int = 0, fill: int = FILL_COMPOSITED, seed: int = 0,
-                  masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX
-                  ) -> tuple[Any, Any]:
+                  masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX,
+                  scoring: Any = None) -> tuple[Any, Any]:
     """The corrected target frame of a cube, as the composites' float stack with the
     interval's half-widths.
 
@@ -443,6 +445,11 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         frame: the target frame; ``day``: its day since 1970 (the source date written).
         fill: the ``FILL_*`` code of corrected pixels.
         seed, masks, sigmas: the self-validation (:func:`validation_sums`).
+        scoring: (K, C, H, W) what the self-validation scores in place of ``candidates``
+            (the candidate chosen, its width and the interval), one per candidate: a
+            candidate fitted to the frame's visible pixels is judged by a twin fitted
+            outside the held-out masks, whose errors there are out-of-sample
+            (:func:`cloudfree.methods._head_stage.head_pair`). None: the candidates.
 
     Returns:
         ``(stack, choice)``: the (2 C + 3, H, W) stack (DN, clear count, source day, fill,
@@ -457,17 +464,23 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
     plan: dict[str, Any] = {"frame": frame, "shape": (height, width), "seed": seed, "masks": masks,
             "sigmas": sigmas}
     finish: dict[str, Any] = {"frame": frame, "day": day, "fill": fill, "masks": masks, "sigmas": sigmas}
-    arrays = (reflectance, clear, candidates)
+    if scoring is None:
+        scoring = candidates
+    elif tuple(scoring.shape) != tuple(candidates.shape):
+        raise InvalidParameterError("scoring", tuple(scoring.shape),
+                                    f"give one per candidate, {tuple(candidates.shape)}")
+    arrays = (reflectance, clear, candidates, scoring)
     if not any(hasattr(a, "dask") for a in arrays):
         reflectance = np.asarray(reflectance)
         usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
         candidates = np.asarray(candidates, np.float32)
+        scored = np.asarray(scoring, np.float32)
         everything = np.ones(height, bool), np.ones(width, bool)
-        sums = _sums_block(reflectance[frame], usable, candidates, (~usable).mean(axis=(1, 2)),
+        sums = _sums_block(reflectance[frame], usable, scored, (~usable).mean(axis=(1, 2)),
                            np.arange(height), np.arange(width), *everything, **plan)[0, 0]
         choice = _choice_block(sums, n_candidates=n_candidates, n_bands=candidates.shape[1],
                                masks=masks, sigmas=sigmas)
-        histogram = _histogram_block(reflectance[frame], usable, candidates,
+        histogram = _histogram_block(reflectance[frame], usable, scored,
                                      (~usable).mean(axis=(1, 2)), np.arange(height),
                                      np.arange(width), *everything, sums, **plan)[0, 0]
         return _corrected_block(reflectance[frame], usable, candidates, sums, histogram,
@@ -477,26 +490,28 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
 
     depth = kernel_radius(max(sigmas))
     spatial = next(a for a in arrays if hasattr(a, "dask")).chunks[-2:]
-    refl, clear, cand = (da.asarray(a) for a in arrays)
+    refl, clear, cand, score = (da.asarray(a) for a in arrays)
     spatial = tuple(aligned_chunks(c, depth=depth) for c in spatial)
     refl = refl.rechunk((-1, -1, *spatial))
     clear = clear.astype(bool).rechunk((-1, *spatial))
     cand = cand.astype(np.float32).rechunk((-1, -1, *spatial))
+    score = cand if scoring is candidates else score.astype(np.float32).rechunk(cand.chunks)
     usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
                           "tyx", concatenate=True, meta=meta(3, bool))
     cloud_fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
     depth_y, depth_x = halo_depths(spatial, depth)
-    observed_h, usable_h, cand_h = (with_halo(a, depth_y, depth_x) for a in (refl[frame], usable, cand))
+    observed_h, usable_h, cand_h, score_h = (with_halo(a, depth_y, depth_x)
+                                             for a in (refl[frame], usable, cand, score))
     rows, row_core = global_index(spatial[0], depth_y)
     cols, col_core = global_index(spatial[1], depth_x)
     per_chunk = da.blockwise(
-        partial(_sums_block, **plan), "yxs", observed_h, "byx", usable_h, "tyx", cand_h, "kbyx",
+        partial(_sums_block, **plan), "yxs", observed_h, "byx", usable_h, "tyx", score_h, "kbyx",
         cloud_fraction, "t", rows, "y", cols, "x", row_core, "y", col_core, "x",
         new_axes={"s": n}, adjust_chunks={"y": 1, "x": 1}, concatenate=True,
         meta=meta(3, np.float64))
     sums = per_chunk.sum(axis=(0, 1))  # the whole tile's table, still lazy
     per_chunk_counts = da.blockwise(
-        partial(_histogram_block, **plan), "yxh", observed_h, "byx", usable_h, "tyx", cand_h,
+        partial(_histogram_block, **plan), "yxh", observed_h, "byx", usable_h, "tyx", score_h,
         "kbyx", cloud_fraction, "t", rows, "y", cols, "x", row_core, "y", col_core, "x", sums,
         "s", new_axes={"h": _histogram_length(refl.shape[1])}, adjust_chunks={"y": 1, "x": 1},
         concatenate=True, meta=meta(3, np.float64))

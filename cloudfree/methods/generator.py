@@ -43,10 +43,12 @@ from cloudfree.methods.corrected import (
     correct_frame,
     correct_stack,
     corrected_dataset,
+    corrected_frame,
     correction_parameters,
 )
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
 from cloudfree.models.inference import (
+    DEFAULT_BATCH,
     DEFAULT_TILE_PX,
     MAX_FRAMES,
     MIN_USABLE,
@@ -111,20 +113,12 @@ def generator_composite_array(
     if visible.all():
         filled = values[frame]
     else:
-        from cloudfree.models.head import adapted_frame, held_out_union
-
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw)
-        height, width = usable.shape[1:]
-        # the head leaves the correction's held-out pixels alone, as on dask
-        exclude = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
-                                 np.arange(width), frame=frame, shape=(height, width),
-                                 seed=seed, masks=HEAD_MASKS) if HEAD_MASKS else None
-        candidates = adapted_frame(values, days, frame, extra=network, seed=seed,
-                                   device=kw.get("device") or default_device(),
-                                   exclude=exclude)[None]
-        filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
-                                     sigmas=sigmas_px)
+        filling, scoring = head_pair_frame(values, days, frame, extra=network, seed=seed,
+                                           device=kw.get("device") or default_device())
+        filled, _, _ = correct_pair(values[frame], usable, filling, scoring, frame=frame,
+                                    seed=seed, sigmas=sigmas_px)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
     fill = np.select([visible, gap], [FILL_OBSERVED, FILL_NODATA], FILL_GENERATED)
     return Composite(
@@ -133,6 +127,37 @@ def generator_composite_array(
         source_day=np.where(gap, np.nan, days[frame]).astype(np.float32),
         fill=fill.astype(np.uint8),
     )
+
+
+def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *, extra: np.ndarray,
+                    seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The whole-array :func:`cloudfree.methods._head_stage.head_pair`: ``(filling,
+    scoring)`` (C, H, W) predictions of ``values[frame]`` by a head trained on all of the
+    frame's usable pixels, and one trained outside the union of the correction's held-out
+    masks (``seed``, :data:`HELD_OUT_MASKS`)."""
+    from cloudfree.models.head import adapted_frame, held_out_union
+
+    usable = np.isfinite(values).all(axis=1)
+    height, width = usable.shape[1:]
+    union = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+                           np.arange(width), frame=frame, shape=(height, width), seed=seed,
+                           masks=HELD_OUT_MASKS)
+    filling, scoring = (adapted_frame(values, days, frame, extra=extra, seed=seed,
+                                      device=device, exclude=exclude)
+                        for exclude in (None, union))
+    return filling, scoring
+
+
+def correct_pair(observed: np.ndarray, usable: np.ndarray, filling: np.ndarray,
+                 scoring: np.ndarray, *, frame: int, seed: int = 0,
+                 sigmas: Sequence[float] = SIGMAS_PX) -> tuple[np.ndarray, int, float]:
+    """:func:`cloudfree.methods.corrected.correct_frame` choosing the width on ``scoring``
+    and correcting ``filling`` (C, H, W) with it: ``(filled, index, sigma)``."""
+    _, index, sigma = correct_frame(observed, usable, scoring[None], frame=frame, seed=seed,
+                                    sigmas=sigmas)
+    filled = corrected_frame(observed, usable, filling[None], frame=frame, index=index,
+                             sigma=sigma)
+    return filled, index, sigma
 
 
 # --------------------------------------------------------------------------- xarray/dask
@@ -176,15 +201,10 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
     return gpu_resources(client)
 
 
-#: Whether the test-time head leaves the correction's held-out masks out of its training.
-#: It makes the self-validation honest for the head (and so its interval calibrated), but
-#: the union of those masks is most of a small tile's visible pixels, and on the real L2A
-#: case ``l2a_31UDS_118`` the generator fell from 37.21 to 33.79 dB (seed 0; L1C -0.6,
-#: NDVI -1.3 dB). Off until the head can train on all pixels while a second one, trained
-#: outside the masks, is scored (measured in the evaluation path: 37.39 dB, coverage 0.951).
-HEAD_EXCLUDES_HELD_OUT = False
-#: The held-out masks the head leaves out (0: none).
-HEAD_MASKS = HELD_OUT_MASKS if HEAD_EXCLUDES_HELD_OUT else 0
+#: The widest spatial chunk the generator's stages run on. The head's features and its
+#: prediction, and the correction, run on one thread per chunk: a 1024 px tile in one chunk
+#: would leave the other dask threads idle, while in 512 px chunks they share the work.
+CHUNK_PX = 512
 
 
 #: Fewer dates than this in a tile's window (one date alone) and there is nothing in
@@ -219,7 +239,7 @@ def mosaic(
     card: Any = None,
     tile_px: int = DEFAULT_TILE_PX,
     halo_px: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH,
     device: str | None = None,
     precision: Precision = "auto",
     resources: Mapping[str, int] | None | Literal["auto"] = "auto",
@@ -232,11 +252,12 @@ def mosaic(
     nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
     predicts the frame with the frame hidden entirely; a small head is trained on the
     frame's clear pixels from the other dates and that prediction, once per tile
-    (:func:`cloudfree.methods._head_stage.head_candidate`), and predicts the gaps; its prediction
+    (:func:`cloudfree.methods._head_stage.head_pair`), and predicts the gaps; its prediction
     is fitted to the frame's own clear pixels by the residual correction, with the width
-    chosen once per tile (:mod:`cloudfree.methods._corrected`). ``heldout_rmse`` is NaN (None in
-    the item): the head trains on the pixels the self-validation holds out, so that
-    error would flatter it.
+    chosen once per tile (:mod:`cloudfree.methods.corrected`). The width, ``heldout_rmse``
+    and the ``uncertainty`` interval come from the head's twin trained outside the
+    self-validation's held-out masks: its errors there are out-of-sample, and it is no
+    better than the head that fills, so both err on the safe side.
 
     Same outputs as :func:`cloudfree.methods._composite.composite`: ``reflectance`` (band, y, x)
     uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
@@ -257,7 +278,7 @@ def mosaic(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.methods._head_stage import head_candidate
+    from cloudfree.methods._head_stage import head_pair
     from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
@@ -287,7 +308,8 @@ def mosaic(
         # for either overlap
         depth = max(halo, kernel_radius(max(sigmas_px)))
         refl_data, clear_data, spatial = dask_cube(
-            reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth))
+            reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth,
+                                              at_most=CHUNK_PX))
         depth_y, depth_x = halo_depths(spatial, halo)
         # the dates the network sees are decided from the whole tile's usable fractions
         fraction = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl_data, "tbyx",
@@ -309,12 +331,13 @@ def mosaic(
         refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
         fraction = usable_block(refl_data, clear_data, nodata=nodata).mean(axis=(1, 2))
         network = network_block(refl_data, clear_data, fraction)
-    candidates = head_candidate(refl_data, clear_data, network, days=days, frame=frame,
-                                nodata=nodata, seed=seed, masks=HEAD_MASKS)
-    stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
+    # two heads: one trained on every clear pixel fills; its twin, trained outside the
+    # held-out masks, is what the self-validation scores (width, interval, held-out RMSE)
+    filling, scoring = head_pair(refl_data, clear_data, network, days=days, frame=frame,
+                                 nodata=nodata, seed=seed)
+    stacked, choice = correct_stack(refl_data, clear_data, filling, frame=frame,
                                     day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
-                                    seed=seed, sigmas=sigmas_px)
-    choice = choice * np.array([1.0, 1.0, np.nan])  # no honest held-out error: see above
+                                    seed=seed, sigmas=sigmas_px, scoring=scoring)
     names = ["test-time head: prior, nearest dates and network -> target date"]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
@@ -328,20 +351,14 @@ def mosaic(
         "test_time_head": head_parameters(),
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
     }
-    result = corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
-                               parameters=parameters)
-    if not HEAD_MASKS:
-        # the held-out errors are the head's training errors: an interval from them would
-        # be too narrow, so the generator publishes none (interpolate_corrected does)
-        result = result.drop_vars("uncertainty", errors="ignore")
-    return result
+    return corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
+                             parameters=parameters)
 
 
 # --------------------------------------------------------------------------- evaluation
 
 from cloudfree.methods._provenance import Reconstruction  # noqa: E402
 from cloudfree.methods.corrected import MAX_HALF_WIDTH, interval_frame  # noqa: E402
-from cloudfree.models.head import MIN_SAMPLES  # noqa: E402
 
 
 @lru_cache(maxsize=4)
@@ -393,12 +410,12 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
     through (half-width 0).
 
     ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
-    pixels (outside the correction's held-out masks when :data:`HEAD_EXCLUDES_HELD_OUT`),
-    then the residual correction. The interval (:func:`cloudfree.methods.corrected.interval_frame`)
-    is calibrated on held-out errors the head did not train on: its own when it left the
-    masks out (and enough pixels remained, :data:`~cloudfree.models.head.MIN_SAMPLES`), else
-    the corrected interpolation's, a conservative stand-in. Without
-    ``adapt``, the pretrained network alone, and no interval (None)."""
+    pixels, then the residual correction (:func:`head_pair_frame`, :func:`correct_pair`):
+    a head trained on all of them fills; its twin, trained outside the correction's held-out
+    masks, chooses the width and calibrates the interval
+    (:func:`cloudfree.methods.corrected.interval_frame`) on errors it made out-of-sample. The
+    filling head is at least as good as its twin, so the interval errs on the wide side.
+    Without ``adapt``, the pretrained network alone, and no interval (None)."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
     visible = np.isfinite(series[target]).all(axis=0)
@@ -408,32 +425,13 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
     if not adapt:
         return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
                                             ).astype(np.float32))
-    from cloudfree.models.head import adapted_frame, held_out_union
-
     usable = np.isfinite(series).all(axis=1)
-    height, width = usable.shape[1:]
-    exclude = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
-                             np.arange(width), frame=target, shape=(height, width), seed=seed,
-                             masks=HEAD_MASKS) if HEAD_MASKS else None
-    adapted = fill_with_series_median(
-        adapted_frame(series, days, target, extra=generated, seed=seed, exclude=exclude),
-        series)
+    filling, scoring = (fill_with_series_median(a, series) for a in
+                        head_pair_frame(series, days, target, extra=generated, seed=seed))
     observed = np.asarray(series[target], np.float64)
-    filled, index, sigma = correct_frame(observed, usable, adapted[None], frame=target, seed=seed)
-    calibrated = adapted
-    if exclude is None or np.count_nonzero(usable[target] & ~exclude) < MIN_SAMPLES:
-        # Too few pixels outside the union: the head trained on the held-out pixels
-        # (head.training_pixels), whose errors would flatter it (NDVI case: coverage 0.68-0.76
-        # on such targets). The interval is then the corrected interpolation's, calibrated
-        # honestly on the same masks: a conservative stand-in, the generator being the
-        # better of the two on average.
-        from cloudfree.methods.interpolate_corrected import interpolation_candidate
-
-        calibrated = fill_with_series_median(
-            interpolation_candidate(series, usable, days, target), series)
-        _, index, sigma = correct_frame(observed, usable, calibrated[None], frame=target,
+    filled, index, sigma = correct_pair(observed, usable, filling, scoring, frame=target,
                                         seed=seed)
-    half_width = interval_frame(observed, usable, calibrated[None], frame=target, index=index,
+    half_width = interval_frame(observed, usable, scoring[None], frame=target, index=index,
                                 sigma=sigma, seed=seed)
     return Reconstruction(np.nan_to_num(filled).astype(np.float32),
                           np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))

@@ -35,7 +35,13 @@ if TYPE_CHECKING:  # torch loads only when a network runs
     from cloudfree.models.weights import ModelCard
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-DEFAULT_TILE_PX = 256
+#: Tile cores of 512 px, one per forward pass: the halo is a smaller share of the work than
+#: with 256 px cores (584 px windows against 328 px: 1.30 against 1.64 times the core), and
+#: one window's activations are smaller than four 328 px windows'. Measured on one 1024 px
+#: block of 8 dates x 6 bands (2 threads): 22.0 s and 1.65 GB peak RSS, against 28.1 s and
+#: 1.92 GB with 256 px cores in batches of 4 (``fill_frame``; the same output bit for bit).
+DEFAULT_TILE_PX = 512
+DEFAULT_BATCH = 1
 
 # --------------------------------------------------------------------------- model handling
 
@@ -165,7 +171,7 @@ def fill_series(
     model_name: str = "default",
     tile_px: int = DEFAULT_TILE_PX,
     halo_px: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH,
     device: str | None = None,
     precision: Precision = "auto",
 ) -> NDArray[np.float32]:
@@ -290,7 +296,7 @@ def fill_frame(
     model_name: str = "default",
     tile_px: int = DEFAULT_TILE_PX,
     halo_px: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH,
     device: str | None = None,
     precision: Precision = "auto",
 ) -> NDArray[np.float32]:
@@ -392,6 +398,6 @@ def network_prediction(values: NDArray[Any], days: NDArray[Any], band_names: Seq
     return fill_frame(hidden, days, band_names, frame=frame, **fill_kw)
 
 
-__all__ = ("DEFAULT_TILE_PX", "MAX_FRAMES", "MIN_USABLE", "Precision", "cached_generator",
+__all__ = ("DEFAULT_BATCH", "DEFAULT_TILE_PX", "MAX_FRAMES", "MIN_USABLE", "Precision", "cached_generator",
            "default_device", "fill_frame", "fill_series", "network_prediction", "select_frames",
            "tile_windows")

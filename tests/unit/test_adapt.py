@@ -227,20 +227,26 @@ def test_exclude_of_the_wrong_shape_is_refused():
         adapt.adapted_frame(values, days, 2, exclude=np.zeros((16, 15), bool))
 
 
-def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
-    """``head_candidate`` on a DN cube, whole and chunked, trains outside the correction's
-    held-out union exactly as ``adapted_frame(..., exclude=union)`` does on reflectance;
-    the target's values on the union do not reach it in either."""
+def _cube_with_held_out_union():
+    """A DN cube with one partly cloudy date among the masks: (DN, clear, a network
+    prediction, usable, reflectance (NaN where unusable), the held-out union, days)."""
     from cloudfree.methods._driver import to_reflectance, usable_block
 
     values, _, days, _ = two_kinds_of_land(size=48, n_dates=6, seed=5)
-    values[4][:, 30:, 10:40] = np.nan  # one partly cloudy date among the masks
+    values[4][:, 30:, 10:40] = np.nan
     reflectance, clear = reflectance_cube(values, days)
     dn, clear = reflectance.values, clear.values
     network = np.nan_to_num(values[1])
     usable = usable_block(dn, clear, nodata=0)
     refl = np.where(usable[:, None], to_reflectance(dn), np.float32(np.nan))
-    exclude = _held_out(usable, seed=7)
+    return dn, clear, network, usable, refl, _held_out(usable, seed=7), days
+
+
+def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
+    """``head_candidate`` on a DN cube, whole and chunked, trains outside the correction's
+    held-out union exactly as ``adapted_frame(..., exclude=union)`` does on reflectance;
+    the target's values on the union do not reach it in either."""
+    dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
     kw = dict(days=days, frame=2, seed=7, max_samples=900)
     whole = head_candidate(dn, clear, network, **kw)[0]
     array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=900,
@@ -264,3 +270,36 @@ def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
         assert np.abs(base - whole).max() < 1e-3
         moved = lazy(changed, masks=0) - lazy(dn, masks=0)
     assert np.abs(moved).max() > 0.01
+
+
+def test_the_head_pair_fills_with_all_pixels_and_scores_a_twin_trained_outside_the_masks():
+    """``head_pair``: the filling head is ``adapted_frame`` on every usable pixel, the scoring
+    twin is ``adapted_frame`` outside the held-out union; chunked equals whole for both, and
+    only the filling head sees the target's values on the union."""
+    import dask.array as da
+
+    from cloudfree.methods._head_stage import head_pair
+
+    dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
+    kw = dict(days=days, frame=2, seed=7, max_samples=900)
+    filling, scoring = (c[0] for c in head_pair(dn, clear, network, **kw))
+    for got, held in ((filling, None), (scoring, exclude)):
+        array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=900,
+                                    exclude=held)
+        np.testing.assert_allclose(got, array, atol=1e-5)
+    assert np.abs(filling - scoring).max() > 1e-3  # two different heads
+
+    changed = dn.copy()
+    changed[2][:, exclude & usable[2]] += 500
+    with dask.config.set(scheduler="synchronous"):
+        def lazy(cube):
+            pair = head_pair(da.from_array(cube, chunks=(-1, -1, 17, 17)),
+                             da.from_array(clear, chunks=(-1, 17, 17)), network, **kw)
+            return [c.compute()[0] for c in pair]
+
+        lazy_filling, lazy_scoring = lazy(dn)
+        moved_filling, moved_scoring = lazy(changed)
+    assert np.abs(lazy_filling - filling).max() < 1e-3
+    assert np.abs(lazy_scoring - scoring).max() < 1e-3
+    np.testing.assert_array_equal(moved_scoring, lazy_scoring)  # the twin never saw them
+    assert np.abs(moved_filling - lazy_filling).max() > 0.01

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudfree.errors import InvalidParameterError
 from cloudfree.methods import (
     FILL_COMPOSITED,
     FILL_NODATA,
@@ -130,6 +131,49 @@ def test_per_chunk_sums_add_up_to_the_whole_image():
                                                core, **kw)
     np.testing.assert_allclose(total, whole, rtol=1e-9)
     assert whole[-1] == np.count_nonzero(usable[frame])
+
+
+def test_scoring_candidates_choose_and_calibrate_while_the_candidates_fill():
+    """``correct_stack(..., scoring=)``: the width and the interval come from the scoring
+    twin, the filled values from the candidate; chunked equals whole."""
+    reflectance, clear, truth = biased_cube(size=64)
+    frame = _frame(reflectance)
+    dn, usable = reflectance.values, clear.values
+    values = np.where(usable[:, None], truth, np.nan)
+    days = np.arange(6) * 10.0
+    good = interpolation_candidate(values, usable, days, frame)[None].astype(np.float32)
+    rng = np.random.default_rng(0)
+    noisy = (good + rng.normal(0, 0.03, good.shape)).astype(np.float32)
+    kw = dict(frame=frame, day=float(days[frame]), sigmas=SMALL_SIGMAS)
+    plain, plain_choice = corrected.correct_stack(dn, usable, good, **kw)
+    twin, twin_choice = corrected.correct_stack(dn, usable, good, scoring=noisy, **kw)
+    alone, alone_choice = corrected.correct_stack(dn, usable, noisy, **kw)
+    n = len(BANDS)
+    # chosen and calibrated on the noisy twin: its width, its (wider) interval and RMSE
+    assert twin_choice[1] == alone_choice[1] and twin_choice[2] == alone_choice[2]
+    np.testing.assert_array_equal(twin[n + 3:], alone[n + 3:])
+    assert np.nanmean(twin[n + 3:]) > np.nanmean(plain[n + 3:])
+    # filled from the good candidate at that width, not with the twin's values
+    gaps = ~usable[frame]
+    assert np.abs(twin[:n, gaps] - alone[:n, gaps]).max() > 10
+    if plain_choice[1] == twin_choice[1]:
+        np.testing.assert_array_equal(twin[:n], plain[:n])
+    with dask.config.set(scheduler="threads"):
+        lazy, lazy_choice = corrected.correct_stack(
+            da.from_array(dn, chunks=(-1, -1, 24, 24)), da.from_array(usable, chunks=(-1, 24, 24)),
+            da.from_array(good, chunks=(-1, -1, 24, 24)),
+            scoring=da.from_array(noisy, chunks=(-1, -1, 24, 24)), **kw)
+        lazy, lazy_choice = dask.compute(lazy, lazy_choice)
+    np.testing.assert_array_equal(lazy_choice[:2], twin_choice[:2])
+    assert np.nanmax(np.abs(lazy[:n] - twin[:n])) <= 1
+
+
+def test_scoring_of_another_shape_is_refused():
+    reflectance, clear, truth = biased_cube(size=32)
+    good = np.zeros((1, len(BANDS), 32, 32), np.float32)
+    with pytest.raises(InvalidParameterError, match="scoring"):
+        corrected.correct_stack(reflectance.values, clear.values, good, frame=2, day=0.0,
+                                scoring=np.zeros((2, len(BANDS), 32, 32), np.float32))
 
 
 def test_the_mosaic_is_the_evaluation_method():
@@ -268,6 +312,21 @@ def test_aligned_chunks(chunks, depth, factor):
         assert min(out) >= depth  # every neighbour can lend a full halo
         assert all(c % factor == 0 for c in out[:-1])  # chunk starts on the factor grid
     assert aligned_chunks(out, depth=depth, factor=factor) == out  # idempotent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 1100), min_size=1, max_size=4), st.integers(0, 200),
+       st.sampled_from([1, 4, 8]), st.integers(1, 600))
+def test_aligned_chunks_at_most(chunks, depth, factor, at_most):
+    """``at_most`` caps the width (on the grid), never below the halo a neighbour lends."""
+    out = aligned_chunks(tuple(chunks), depth=depth, factor=factor, at_most=at_most)
+    assert sum(out) == sum(chunks)
+    if len(out) > 1:
+        assert min(out) >= depth
+        assert all(c % factor == 0 for c in out[:-1])
+        cap = max(factor, at_most // factor * factor, -(-max(depth, 1) // factor) * factor)
+        assert out[0] <= cap
+        assert max(out) < cap + max(depth, cap)  # only a short last chunk joins the one before
 
 
 def test_compute_tile_and_params(tmp_path):
