@@ -9,7 +9,7 @@ import json
 import logging
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloudfree import __version__
@@ -66,6 +66,10 @@ class WrittenAsset:
     # reflectance | clear_count | source_date | fill | uncertainty | thumbnail
     kind: str = "reflectance"
     bands: tuple[str, ...] = ()  # the bands of a multi-band asset (uncertainty), in order
+    #: Further asset fields (``description``, ``raster:bands``, ``classification:classes``)
+    #: of a kind :func:`build_item` does not describe itself: an event's change layers
+    #: (:mod:`cloudfree.event`). Merged last into the asset.
+    fields: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 #: Hex digits of the product digest in an item id: 32 bits, so two products of one tile,
@@ -170,6 +174,8 @@ def build_item(
     processed_at: dt.datetime | None = None,
     target_date: str | None = None,
     dropped_sources: Sequence[Mapping[str, Any]] = (),
+    extra_properties: Mapping[str, Any] | None = None,
+    extra_links: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Build the complete STAC item of one mosaic tile (pure): the item the API serves
     (its self, parent, collection and root links are the API's own; the static copy
@@ -185,7 +191,10 @@ def build_item(
     (``cloudfree:target_date``); ``dropped_sources``: scenes left out because they could
     not be read (``cloudfree:dropped_sources``, ``[{"id", "asset", "error"}]``), which are
     then no ``derived_from`` source. ``platform`` is the sources' one platform, omitted
-    when they mix several; ``cloudfree:platforms`` lists them all."""
+    when they mix several; ``cloudfree:platforms`` lists them all. ``extra_properties``
+    and ``extra_links``: what a product adds to the item (an event pair's
+    ``cloudfree:event`` and ``related`` links, :mod:`cloudfree.event_tile`), merged last
+    and appended."""
     processed_at = processed_at or dt.datetime.now(dt.UTC)
     dropped_ids = {str(d.get("id")) for d in dropped_sources}
     source_items = [it for it in source_items if str(it.get("id")) not in dropped_ids]
@@ -222,6 +231,7 @@ def build_item(
             ]
         else:
             entry.update(_provenance_asset(asset.kind, tile.resolution_m, asset.bands))
+        entry.update(asset.fields)
         if asset.kind != "thumbnail":
             entry["proj:shape"] = [height, width]
             entry["proj:transform"] = list(transform)
@@ -238,6 +248,7 @@ def build_item(
     if static_href:
         links.append({"rel": "alternate", "href": static_href, "type": "application/geo+json",
                       "title": "static copy"})
+    links.extend(dict(link) for link in extra_links)
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -285,6 +296,7 @@ def build_item(
             **({"cloudfree:target_date": target_date} if target_date else {}),
             **({"cloudfree:dropped_sources": [dict(d) for d in dropped_sources]}
                if dropped_sources else {}),
+            **dict(extra_properties or {}),
         },
         "links": links,
         "assets": item_assets,

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +52,9 @@ from cloudfree.quicklook import rgb_uint8, thumbnail
 from cloudfree.sentinel2 import DEFAULT_BANDS, NODATA, OFFSET, SCALE
 
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+#: ``compute_tile``'s ``compose``: (parameters, reflectance cube, clear mask) -> lazy result.
+Compose = Callable[["MosaicParams", xr.DataArray, xr.DataArray], xr.Dataset]
 
 log = logging.getLogger(__name__)
 
@@ -429,6 +432,7 @@ def compute_tile(
     *,
     gdal_env: dict[str, Any] | None = None,
     read_failure_policy: Literal["fail", "drop"] = "drop",
+    compose: Compose | None = None,
 ) -> xr.Dataset:
     """Build the cube, mask it and run the method on the tile grown by :func:`halo_px`, then
     crop back to the tile; returns computed numpy data (a corrected method's choice of
@@ -453,7 +457,12 @@ def compute_tile(
     run without that scene (a pass per failing scene, so at most one per scene; none
     left: :class:`~cloudfree.errors.NoReadableSourceError`). ``attrs["dropped_sources"]``
     lists the dropped scenes, ``[{"id", "asset", "error"}]`` (``[]`` when none). Progress
-    goes to :mod:`cloudfree.progress` (stages ``read``, the method's, ``compute``)."""
+    goes to :mod:`cloudfree.progress` (stages ``read``, the method's, ``compute``).
+
+    ``compose``: what turns the masked cube into the lazy result instead of the method
+    alone, ``compose(params, reflectance, clear)`` (an event side's latest or earliest clear
+    observation, its gaps filled by the method: :func:`cloudfree.event.compose_side`); it
+    returns the variables a method does, on the grown tile."""
     from cloudfree import progress
     from cloudfree.errors import NoReadableSourceError, SourceReadError
 
@@ -485,8 +494,11 @@ def compute_tile(
                             cube.sel(band="scl") if needs["has_scl"] else None,
                             resolution_m=tile.resolution_m, params=mask_parameters(p),
                             level=needs["level"], lonlat=lonlat)
-        result = methods.mosaic(p.method, reflectance, clear,
-                                target_date=p.target_date, **p.method_options())
+        if compose is not None:
+            result = compose(p, reflectance, clear)
+        else:
+            result = methods.mosaic(p.method, reflectance, clear,
+                                    target_date=p.target_date, **p.method_options())
         if halo:
             result = result.isel(y=slice(halo, -halo), x=slice(halo, -halo))
         with progress.dask_tasks(tile.tile_id) as callbacks:
@@ -649,6 +661,8 @@ def publish_tile(
     fs: Any,
     token: str | None = None,
     refresh: bool = True,
+    extra_properties: Mapping[str, Any] | None = None,
+    extra_links: Sequence[Mapping[str, Any]] = (),
 ) -> TileOutcome:
     """Build the complete item, write its static copy beside the COGs, publish it, then
     make the collection true of it (:func:`~cloudfree.publish.refresh_collection`: the
@@ -663,7 +677,8 @@ def publish_tile(
     API makes the others). A targeted method's ``cloudfree:target_date`` and the scenes
     dropped as unreadable (``result.attrs["dropped_sources"]``) go into the item. ``token``
     goes with every write to ``api_url``. A failed refresh is logged, not raised: the
-    item is live and complete, and the next refresh lists it."""
+    item is live and complete, and the next refresh lists it. ``extra_properties`` and
+    ``extra_links`` go into the item (:func:`~cloudfree.publish.build_item`)."""
     from cloudfree.publish import (
         STATIC_COLLECTION,
         merge_extent,
@@ -688,6 +703,7 @@ def publish_tile(
         static_href=static_href,
         target_date=params.target_date if get_method(params.method).targeted else None,
         dropped_sources=list(result.attrs.get("dropped_sources") or []),
+        extra_properties=extra_properties, extra_links=extra_links,
     )
     static = static_item(item, item_href=static_href,
                          collection_href=f"{output_root.rstrip('/')}/{STATIC_COLLECTION}")
@@ -705,6 +721,33 @@ def publish_tile(
                     plan.item_id, type(exc).__name__, exc, output_collection)
     return TileOutcome(plan.tile.tile_id, plan.item_id, "published",
                        {w.key: w.href for w in written}, len(plan.sources))
+
+
+class TileProduct:
+    """The steps of :func:`mosaic_tile` that a product other than the plain mosaic makes
+    its own (an event pair's side, :class:`cloudfree.event_tile.EventSide`): what it
+    plans, computes, writes and adds to its item. This base is the plain mosaic:
+    :func:`plan_tile`, :func:`compute_tile`, :func:`write_tile`, nothing added. Everything
+    else of :func:`mosaic_tile` (the skip, the lock, the folders, the publish order, the
+    clean-up) is the same for every product."""
+
+    def plan(self, items: Sequence[Mapping[str, Any]], tile: Tile, window: DateWindow,
+             params: MosaicParams) -> TilePlan:
+        return plan_tile(items, tile, window, params)
+
+    def compute(self, plan: TilePlan, *, gdal_env: dict[str, Any] | None,
+                read_failure_policy: Literal["fail", "drop"]) -> xr.Dataset:
+        return compute_tile(plan.sources, plan.tile, plan.params, gdal_env=gdal_env,
+                            read_failure_policy=read_failure_policy)
+
+    def write(self, result: xr.Dataset, plan: TilePlan, *, base_url: str, fs: Any
+              ) -> list[WrittenAsset]:
+        return write_tile(result, plan.tile, base_url=base_url, fs=fs, params=plan.params)
+
+    def item_extras(self, plan: TilePlan, result: xr.Dataset
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The properties and links the product adds to its item."""
+        return {}, []
 
 
 def mosaic_tile(
@@ -726,6 +769,7 @@ def mosaic_tile(
     lock_ttl_s: float | None = None,
     lock_wait_s: float | None = None,
     refresh: bool = True,
+    product: TileProduct | None = None,
 ) -> TileOutcome:
     """Plan, compute, write and publish one tile, or skip it when the published item
     already has the same inputs. Raises on failure (after removing what it wrote, unless
@@ -752,10 +796,12 @@ def mosaic_tile(
     ``refresh`` is :func:`publish_tile`'s. ``api_token`` goes with every request to
     ``api_url`` (the writer API);
     ``read_failure_policy`` is :func:`compute_tile`'s, and the scenes it dropped are in
-    :attr:`TileOutcome.dropped`."""
+    :attr:`TileOutcome.dropped`. ``product``: the steps of another product than the plain
+    mosaic (:class:`TileProduct`)."""
     from cloudfree.locks import TileLock, lock_url
 
-    plan = plan_tile(items, tile, window, params)
+    product = product or TileProduct()
+    plan = product.plan(items, tile, window, params)
     live = published_item(api_url, output_collection, plan.item_id, token=api_token)
     if not force and live is not None and _has_inputs(live, plan):
         return _skipped(plan, live)
@@ -769,16 +815,18 @@ def mosaic_tile(
         plan = dataclasses.replace(plan, prefix=_new_prefix(plan, output_root, previous))
         folder = plan.base_url(output_root)
         try:
-            result = compute_tile(plan.sources, tile, plan.params, gdal_env=gdal_env,
-                                  read_failure_policy=read_failure_policy)
-            written = write_tile(result, tile, base_url=folder, fs=fs, params=plan.params)
+            result = product.compute(plan, gdal_env=gdal_env,
+                                     read_failure_policy=read_failure_policy)
+            written = product.write(result, plan, base_url=folder, fs=fs)
+            properties, links = product.item_extras(plan, result)
             lock.check()  # never publish once another run may hold the tile
             outcome = publish_tile(plan, result, written, api_url=api_url,
                                    source_api_url=source_api_url,
                                    source_collection=source_collection,
                                    output_collection=output_collection,
                                    output_root=output_root, fs=fs, token=api_token,
-                                   refresh=refresh)
+                                   refresh=refresh, extra_properties=properties,
+                                   extra_links=links)
         except BaseException:
             _discard_unless_live(fs, folder, api_url, output_collection, plan.item_id,
                                  api_token)
@@ -859,7 +907,7 @@ def _discard_unless_live(fs: Any, folder: str, api_url: str, collection: str, it
                     "item points at them", folder, type(exc).__name__, exc)
 
 
-__all__ = ("MosaicParams", "TileOutcome", "TilePlan", "chunk_px", "compute_tile", "halo_px",
-           "items_for_tile", "mask_definition", "mask_parameters", "mask_reach_px",
-           "mosaic_tile", "plan_tile", "product_definition", "publish_tile", "resolve_mask",
-           "source_needs", "source_profile", "write_tile")
+__all__ = ("Compose", "MosaicParams", "TileOutcome", "TilePlan", "TileProduct", "chunk_px",
+           "compute_tile", "halo_px", "items_for_tile", "mask_definition", "mask_parameters",
+           "mask_reach_px", "mosaic_tile", "plan_tile", "product_definition", "publish_tile",
+           "resolve_mask", "source_needs", "source_profile", "write_tile")

@@ -31,6 +31,7 @@ from cloudfree import catalogs, progress
 from cloudfree.cluster import KubeClusterConfig, make_cluster
 from cloudfree.detection import AUTO_ORDER, list_detectors
 from cloudfree.errors import CloudFreeError, TilesFailedError, TileTimeoutError
+from cloudfree.event import Event, check_sides
 from cloudfree.grid import AOI, DateWindow, Tile
 from cloudfree.methods import get_method, list_methods
 from cloudfree.plan import Budgets, Plan, area_tiles, build_plan, check_budgets
@@ -90,26 +91,29 @@ RETRY = RetryOptions(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=
                      cache_policy=NO_CACHE)
 
 
-def local_workers(settings: Settings, cores: int | None = None) -> tuple[int, int]:
+def local_workers(settings: Settings, cores: int | None = None, *,
+                  tiles: int | None = None) -> tuple[int, int]:
     """The LocalCluster's worker processes and each tile's threads: one tile per worker at
     a time (one Dask thread each), as many workers as tiles in flight (at most the cores,
-    at most 4), and the cores shared out among them, so that workers x threads <= cores."""
+    at most 4, at most ``tiles`` when the run's tile count is known: a one-tile AOI run
+    gets one worker with every core), and the cores shared out among them, so that
+    workers x threads <= cores."""
     cores = max(1, cores or os.cpu_count() or 1)
-    workers = max(1, min(settings.max_tiles_in_flight, cores, 4))
+    workers = max(1, min(settings.max_tiles_in_flight, cores, 4, tiles or cores))
     return workers, max(1, cores // workers)
 
 
 @contextlib.contextmanager
-def dask_client(settings: Settings) -> Iterator[Client]:
+def dask_client(settings: Settings, *, tiles: int | None = None) -> Iterator[Client]:
     """A Dask client on a fresh cluster of the configured kind (local, or a
     dask-kubernetes operator cluster in production); its start/stop chatter kept out of
-    the flow's log. A local cluster is sized by :func:`local_workers`."""
+    the flow's log. A local cluster is sized by :func:`local_workers` (for ``tiles``)."""
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if settings.dask_cluster == "kubernetes":
         cluster = make_cluster("kubernetes", kube=KubeClusterConfig.from_env(os.environ))
     else:
-        cluster = make_cluster("local", n_workers=local_workers(settings)[0],
+        cluster = make_cluster("local", n_workers=local_workers(settings, tiles=tiles)[0],
                                threads_per_worker=1)
     # distributed's Client.__init__ is unannotated
     with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
@@ -166,27 +170,52 @@ def plan_run(settings: Settings, items: Sequence[Mapping[str, Any]], *, params: 
 def mosaic_area(settings: Settings, *, aoi: AOI, window: DateWindow, params: MosaicParams,
                 tile_size_px: int | None, epsg: int | None, collection: str | None,
                 max_cloud_pct: float | None, force: bool, source: str | None,
-                assume: str | None, signer: str | None) -> dict[str, Any]:
+                assume: str | None, signer: str | None,
+                event: Event | None = None) -> dict[str, Any]:
     """A flow's work, in the order that writes nothing before every check passed: the
     grid, budgeted (:func:`cloudfree.plan.area_tiles`, before the search); the search;
     the plan, budgeted (:func:`plan_run`); the pre-flight (the first write: the output
     collection); then the tiles (:func:`run_tiles`). ``tile_size_px`` None: one tile over
-    the AOI, or grid tiles when it is larger than ``max_pixels_per_tile``."""
+    the AOI, or grid tiles when it is larger than ``max_pixels_per_tile``.
+
+    ``event``: event mode, a pre/post pair per tile (:mod:`cloudfree.event_tile`); a
+    search that leaves a side without scenes is refused after the search
+    (:func:`cloudfree.event.check_sides`). The result then also has ``event``: its date,
+    name, window and each tile's ``pairs`` (post and pre item ids)."""
     tiles, size = area_tiles(aoi, resolution_m=params.resolution_m, tile_size_px=tile_size_px,
                              epsg=epsg, budgets=Budgets.from_settings(settings))
     collection = collection or settings.source_collection
     items = search_task(settings, collection=collection, aoi=aoi, window=window,
                         max_cloud_pct=max_cloud_pct, bands=params.bands, source=source,
                         assume=assume, signer=signer)
+    if event is not None:
+        check_sides(items, event, window, where=f"over {list(aoi.bbox)}")
     plan = plan_run(settings, items, params=params, aoi=aoi, window=window, tile_size_px=size,
                     epsg=epsg, source=source, assume=assume)
     preflight(settings, bands=params.bands)
     planned = {t.tile.tile_id for t in plan.tiles}  # the tiles that have scenes
     tiles = [t for t in tiles if t.tile_id in planned]
-    with dask_client(settings):
+    with dask_client(settings, tiles=len(tiles)):
         outcomes = run_tiles(settings, items, tiles, window, params, collection=collection,
-                             force=force)
-    return {"tiles": [vars(o) for o in outcomes]}
+                             force=force, event=event)
+    result: dict[str, Any] = {"tiles": [vars(o) for o in outcomes]}
+    if event is not None:
+        result["event"] = {**event.as_property(), "window": f"{window.start}/{window.end}",
+                           "pairs": event_pairs(outcomes, event)}
+    return result
+
+
+def event_pairs(outcomes: Sequence[TileOutcome], event: Event) -> list[dict[str, str]]:
+    """Each tile's pair, ``{"tile", "post", "pre"}`` (the item ids, by the role and event
+    date in them, :func:`cloudfree.event_tile.plan_side`; a failed tile's only as far as
+    it is known)."""
+    pairs: dict[str, dict[str, str]] = {}
+    for outcome in outcomes:
+        pair = pairs.setdefault(outcome.tile_id, {"tile": outcome.tile_id})
+        for role in ("post", "pre"):
+            if f"-{role}{event.compact}-" in outcome.item_id:
+                pair[role] = outcome.item_id
+    return list(pairs.values())
 
 
 class WorkerEnv:
@@ -226,20 +255,9 @@ def _crossing(exc: Exception, tile_id: str) -> Exception:
         return RuntimeError(text)
 
 
-def mosaic_on_worker(items: list[dict[str, Any]], tile: Tile, window: DateWindow,
-                     params: MosaicParams, *, env: WorkerEnv, threads: int | None,
-                     **kwargs: Any) -> TileOutcome:
-    """One whole tile on a Dask worker: :func:`cloudfree.tile.mosaic_tile` (plan, compute,
-    COG encoding, publish), its dask graph computed by a local threaded scheduler of
-    ``threads`` threads (None: the worker's cores over its Dask threads). Returns only
-    the outcome.
-
-    The threaded scheduler, not the cluster's: a task that submitted its cube's graph to
-    the scheduler it runs on would hold a worker thread while waiting for others (a
-    deadlock when every thread does), and every chunk would cross processes. It is set
-    for the worker process, not in a context: dask's config is process-wide, and a
-    context one task leaves would switch the scheduler back under another task still
-    running on the same worker; every tile task sets the same value."""
+def _on_worker(env: WorkerEnv, threads: int | None) -> None:
+    """A tile task's set-up on its worker (:func:`mosaic_on_worker`): the threaded
+    scheduler and the STAC API retries."""
     import dask
     from dask.system import CPU_COUNT
     from distributed import get_worker
@@ -254,9 +272,43 @@ def mosaic_on_worker(items: list[dict[str, Any]], tile: Tile, window: DateWindow
         from cloudfree import _stac_api
 
         _stac_api.configure(**env.http)
+
+
+def mosaic_on_worker(items: list[dict[str, Any]], tile: Tile, window: DateWindow,
+                     params: MosaicParams, *, env: WorkerEnv, threads: int | None,
+                     **kwargs: Any) -> TileOutcome:
+    """One whole tile on a Dask worker: :func:`cloudfree.tile.mosaic_tile` (plan, compute,
+    COG encoding, publish), its dask graph computed by a local threaded scheduler of
+    ``threads`` threads (None: the worker's cores over its Dask threads). Returns only
+    the outcome.
+
+    The threaded scheduler, not the cluster's: a task that submitted its cube's graph to
+    the scheduler it runs on would hold a worker thread while waiting for others (a
+    deadlock when every thread does), and every chunk would cross processes. It is set
+    for the worker process, not in a context: dask's config is process-wide, and a
+    context one task leaves would switch the scheduler back under another task still
+    running on the same worker; every tile task sets the same value."""
+    _on_worker(env, threads)
     try:
         return mosaic_tile(items, tile, window, params, fs=s3_filesystem(env.storage_options),
                            gdal_env=env.gdal_env, api_token=env.api_token, **kwargs)
+    except Exception as exc:
+        raise _crossing(exc, tile.tile_id) from None
+
+
+def event_on_worker(items: list[dict[str, Any]], tile: Tile, window: DateWindow,
+                    params: MosaicParams, *, event: Event, env: WorkerEnv,
+                    threads: int | None, **kwargs: Any) -> list[TileOutcome]:
+    """One tile's event pair on a Dask worker, as :func:`mosaic_on_worker` makes one
+    mosaic: :func:`cloudfree.event_tile.event_tile` (post, then pre). Returns the two
+    outcomes."""
+    from cloudfree.event_tile import event_tile
+
+    _on_worker(env, threads)
+    try:
+        return event_tile(items, tile, window, params, event,
+                          fs=s3_filesystem(env.storage_options), gdal_env=env.gdal_env,
+                          api_token=env.api_token, **kwargs)
     except Exception as exc:
         raise _crossing(exc, tile.tile_id) from None
 
@@ -268,6 +320,29 @@ def tile_task(settings: Settings, items: list[dict[str, Any]], tile: Tile, windo
     """One tile as ONE Dask task on a worker (:func:`mosaic_on_worker`); waits for its
     outcome at most ``settings.task_timeout_s`` (then :class:`TileTimeoutError`, not
     retried). Each try is a fresh Dask task (``pure=False``, a key of its own)."""
+    outcome: TileOutcome = _submit_tile(settings, mosaic_on_worker, items, tile, window,
+                                        params, collection=collection, force=force,
+                                        threads=threads)
+    return outcome
+
+
+@task(**RETRY, task_run_name="event-{tile.tile_id}")
+def event_task(settings: Settings, items: list[dict[str, Any]], tile: Tile, window: DateWindow,
+               params: MosaicParams, *, event: Event, collection: str, force: bool = False,
+               threads: int | None = None) -> list[TileOutcome]:
+    """One tile's event pair as ONE Dask task on a worker (:func:`event_on_worker`), as
+    :func:`tile_task` runs one mosaic; its ``related`` links name the readers' API."""
+    outcomes: list[TileOutcome] = _submit_tile(
+        settings, event_on_worker, items, tile, window, params, collection=collection,
+        force=force, threads=threads, event=event, public_api_url=settings.stac_url)
+    return outcomes
+
+
+def _submit_tile(settings: Settings, run: Callable[..., Any], items: list[dict[str, Any]],
+                 tile: Tile, window: DateWindow, params: MosaicParams, *, collection: str,
+                 force: bool, threads: int | None, **extra: Any) -> Any:
+    """Submit ``run`` (:func:`mosaic_on_worker` or :func:`event_on_worker`) for one tile
+    and wait for its result at most ``settings.task_timeout_s``."""
     options = dict(
         api_url=settings.stac_publish_url,  # the writer API; its token travels in WorkerEnv
         source_api_url=source_url(settings),
@@ -280,13 +355,12 @@ def tile_task(settings: Settings, items: list[dict[str, Any]], tile: Tile, windo
     )
     env = WorkerEnv.from_settings(settings)
     client = get_client()
-    future = client.submit(mosaic_on_worker, items, tile, window, params, env=env,
+    future = client.submit(run, items, tile, window, params, env=env,
                            threads=threads, pure=False, key=f"tile-{tile.tile_id}-"
                            f"{uuid.uuid4().hex[:8]}", resources=_resources(client, params),
-                           **options)
+                           **options, **extra)
     try:
-        outcome: TileOutcome = future.result(timeout=settings.task_timeout_s)
-        return outcome
+        return future.result(timeout=settings.task_timeout_s)
     except TimeoutError:
         future.cancel()  # type: ignore[no-untyped-call]  # distributed: unannotated
         raise TileTimeoutError(tile.tile_id, settings.task_timeout_s) from None
@@ -303,11 +377,18 @@ def _resources(client: Client, params: MosaicParams) -> dict[str, int] | None:
 
 
 def _failed(tile: Tile, items: Sequence[Mapping[str, Any]], window: DateWindow,
-            params: MosaicParams, error: BaseException) -> TileOutcome:
-    """The outcome of a tile that failed: its item id (as it would have been), its
-    scenes, the error as one line."""
+            params: MosaicParams, error: BaseException, event: Event | None = None
+            ) -> TileOutcome:
+    """The outcome of a tile that failed: its item id (as it would have been; an event
+    pair's: the post item's), its scenes, the error as one line."""
     try:
-        item = plan_tile(items, tile, window, params).item_id
+        if event is None:
+            item = plan_tile(items, tile, window, params).item_id
+        else:
+            from cloudfree.event_tile import plan_pair
+
+            item = plan_pair(items_for_tile(items, tile, halo=halo_px(params)), tile, window,
+                             params, event)["post"].item_id
     except Exception:
         item = ""
     sources = len(items_for_tile(items, tile, halo=halo_px(params)))
@@ -339,28 +420,35 @@ def refresh_output(settings: Settings, params: MosaicParams, logger: Any) -> Non
 
 def run_tiles(settings: Settings, items: Sequence[Mapping[str, Any]], tiles: Sequence[Tile],
               window: DateWindow, params: MosaicParams, *, collection: str,
-              force: bool = False) -> list[TileOutcome]:
+              force: bool = False, event: Event | None = None) -> list[TileOutcome]:
     """Every tile through :func:`tile_task`, at most ``settings.max_tiles_in_flight`` at
     once (a window: the next tile is submitted when one finishes), inside a
     :func:`dask_client`. A failed tile becomes a failed outcome and the others go on.
     Publishes the ``mosaic-tiles`` table artifact, then raises
     :class:`~cloudfree.errors.TilesFailedError` when any tile failed (the run ends Failed;
-    a re-run skips what was published and redoes the rest). Outcomes in ``tiles`` order."""
+    a re-run skips what was published and redoes the rest). Outcomes in ``tiles`` order.
+
+    ``event``: each tile is an event pair (:func:`event_task`), two outcomes (post, pre),
+    or one failed outcome."""
     logger = get_run_logger()
     halo = halo_px(params)
     local = settings.dask_cluster == "local"
-    threads = local_workers(settings)[1] if local else None
+    threads = local_workers(settings, tiles=len(tiles))[1] if local else None
     # The timeout is tile_task's wait on its Dask future: a Prefect timeout_seconds cannot
     # interrupt that blocking wait in a worker thread (Prefect warns so on every tile).
-    run = tile_task
     queue = iter(tiles)
-    pending: dict[PrefectFuture[TileOutcome], Tile] = {}
-    done: dict[str, TileOutcome] = {}
+    pending: dict[PrefectFuture[Any], Tile] = {}
+    done: dict[str, list[TileOutcome]] = {}
 
     def submit(tile: Tile) -> None:
         sources = items_for_tile(items, tile, halo=halo)
-        future = run.submit(settings, sources, tile, window, params, collection=collection,
-                            force=force, threads=threads)
+        future: PrefectFuture[Any]
+        if event is None:
+            future = tile_task.submit(settings, sources, tile, window, params,
+                                      collection=collection, force=force, threads=threads)
+        else:
+            future = event_task.submit(settings, sources, tile, window, params, event=event,
+                                       collection=collection, force=force, threads=threads)
         pending[future] = tile
 
     try:
@@ -376,25 +464,28 @@ def run_tiles(settings: Settings, items: Sequence[Mapping[str, Any]], tiles: Seq
             finished = next(as_completed(list(pending)))
             tile = pending.pop(finished)
             try:
-                outcome = finished.result()
+                result = finished.result()
+                outcomes_of_tile = list(result) if isinstance(result, list) else [result]
             except Exception as exc:  # one failed tile does not stop the others
-                outcome = _failed(tile, items, window, params, exc)
-            done[tile.tile_id] = outcome
-            shown.tile_done(outcome)
-            logger.info("%s %s (%d scenes)%s", outcome.status, outcome.item_id or tile.tile_id,
-                        outcome.n_sources, f": {outcome.error}" if outcome.error else "")
+                outcomes_of_tile = [_failed(tile, items, window, params, exc, event)]
+            done[tile.tile_id] = outcomes_of_tile
+            shown.tile_done(outcomes_of_tile[0])
+            for outcome in outcomes_of_tile:
+                logger.info("%s %s (%d scenes)%s", outcome.status,
+                            outcome.item_id or tile.tile_id, outcome.n_sources,
+                            f": {outcome.error}" if outcome.error else "")
             following = next(queue, None)
             if following is not None:
                 submit(following)
-    outcomes = [done[t.tile_id] for t in tiles]
+    outcomes = [o for t in tiles for o in done[t.tile_id]]
     if any(o.status == "published" for o in outcomes):
         refresh_output(settings, params, logger)
     failed = [(o.tile_id, str(o.error)) for o in outcomes if o.status == "failed"]
     create_table_artifact(
         key="mosaic-tiles", table=tile_rows(outcomes),
-        description=f"{len(outcomes)} tiles: " + ", ".join(
+        description=f"{len(outcomes)} {'items' if event else 'tiles'}: " + ", ".join(
             f"{sum(o.status == s for o in outcomes)} {s}"
             for s in ("published", "skipped", "failed")))
     if failed:
-        raise TilesFailedError(failed, len(outcomes))
+        raise TilesFailedError(failed, len(tiles))
     return outcomes

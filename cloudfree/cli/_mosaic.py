@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from typing import Any
 
 from cloudfree.catalogs import PRESETS, PROFILES, get_signer, parse_assume, resolve_bands
 from cloudfree.catalogs.signing import signer_names
-from cloudfree.errors import InvalidAOIError, InvalidParameterError
+from cloudfree.errors import CloudFreeError, InvalidAOIError, InvalidParameterError
+from cloudfree.event import DEFAULT_LOOK_AHEAD_DAYS, DEFAULT_LOOK_BACK_DAYS
 from cloudfree.methods import get_method, list_methods
 from cloudfree.settings import Settings
 
@@ -29,6 +31,32 @@ def use_local_prefect(settings: Settings) -> None:
         os.environ["PREFECT_API_URL"] = settings.prefect_url
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+
+
+class _UserErrorWithoutTraceback(logging.Filter):
+    """Drop the traceback from a log record of a :class:`~cloudfree.errors.CloudFreeError`
+    (bad input, a refused run): its message says what to fix, and the CLI prints it as
+    its one error line. Other exceptions keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], CloudFreeError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_user_error_tracebacks() -> None:
+    """On the terminal, Prefect logs an exception raised in a flow or task with its
+    traceback; the CLI runs flows in-process, and a refused run (no scene after an event,
+    a budget, a tile that failed on bad input) is no crash. Filters Prefect's console
+    handlers only: the flow run's logs on the Prefect server keep every traceback."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()  # as importing a flow does; incremental when it did already
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not any(
+                    isinstance(f, _UserErrorWithoutTraceback) for f in handler.filters):
+                handler.addFilter(_UserErrorWithoutTraceback())
 
 
 def add_mask_option(parser: argparse.ArgumentParser) -> None:
@@ -79,13 +107,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     aoi = p.add_mutually_exclusive_group()
     aoi.add_argument("--bbox", help="minx,miny,maxx,maxy in degrees")
     aoi.add_argument("--geojson", help="GeoJSON file (Polygon/MultiPolygon/Feature[Collection])")
-    p.add_argument("--datetime", required=True, help="YYYY-MM-DD/YYYY-MM-DD")
+    p.add_argument("--datetime", default=None,
+                   help="YYYY-MM-DD/YYYY-MM-DD (with --event-date: how far back and forward "
+                        f"to look, default {DEFAULT_LOOK_BACK_DAYS} days before to "
+                        f"{DEFAULT_LOOK_AHEAD_DAYS} after the event)")
+    p.add_argument("--event-date", default=None, metavar="YYYY-MM-DD",
+                   help="event mode: publish a post product (per pixel the earliest clear "
+                        "observation after the day) with dNBR/dNDWI/dNDVI change layers, "
+                        "then a pre product (the latest at or before it)")
+    p.add_argument("--event-name", default=None,
+                   help="the event's name, in cloudfree:event of both items")
     p.add_argument("--collection", default=None, help="source collection (default from settings)")
     p.add_argument("--max-cloud", type=float, default=None, help="max scene eo:cloud_cover, %%")
     p.add_argument("--resolution", type=float, default=10.0, help="output pixel size, m")
     p.add_argument("--epsg", type=int, default=None, help="output CRS (default: UTM of the AOI)")
     p.add_argument("--tile-size", type=int, default=None,
-                   help="cut the AOI into grid tiles of this many pixels (regional flow)")
+                   help="cut the AOI into grid tiles of this many pixels (regional flow; with "
+                        "--event-date, a pair per grid tile)")
     targeted = [name for name in list_methods("mosaic") if get_method(name).targeted]
     p.add_argument("--target-date", default=None,
                    help=f"YYYY-MM-DD that {', '.join(targeted)} aim at (default: the "
@@ -129,6 +167,8 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "assume_decoding": args.assume_decoding,
         "signer": args.signer,
     }
+    if args.event_date is not None:
+        kwargs.update(event_date=args.event_date, event_name=args.event_name)
     if args.geojson:
         kwargs["geojson"] = args.geojson
     else:
@@ -162,14 +202,38 @@ def check_request(args: argparse.Namespace, settings: Settings) -> None:
     from cloudfree.plan import Budgets, area_tiles
 
     aoi = parse_aoi(args.bbox, args.geojson)
-    window = parse_date_window(args.datetime)
-    check_target_date(args.target_date, window)
+    if args.event_date is not None:
+        check_event_request(args)
+    else:
+        if args.datetime is None:
+            raise InvalidParameterError(
+                "datetime", None, "give the window as --datetime YYYY-MM-DD/YYYY-MM-DD (or "
+                "--event-date for an event pair, which defaults the window around it)")
+        window = parse_date_window(args.datetime)
+        check_target_date(args.target_date, window)
     check_mask_bands(args)
     area_tiles(aoi, resolution_m=args.resolution, tile_size_px=args.tile_size, epsg=args.epsg,
                budgets=Budgets.from_settings(settings))
 
 
+def check_event_request(args: argparse.Namespace) -> None:
+    """Event mode's own checks: the event date is a day inside the window (and before its
+    last day), and no ``--target-date`` (:mod:`cloudfree.event`)."""
+    from cloudfree.event import event_window, parse_event
+
+    event = parse_event(args.event_date, args.event_name)
+    if args.target_date is not None:
+        raise InvalidParameterError(
+            "target_date", args.target_date, "--event-date aims each side at the event "
+            "date; leave --target-date out")
+    event_window(args.datetime, event)
+
+
 def _print_outcomes(result: dict[str, Any]) -> None:
+    if "event" in result:
+        event = result["event"]
+        print(f"event {event['date']}{' ' + event['name'] if event.get('name') else ''}, "
+              f"window {event['window']}: post published first, then pre")
     for tile in result["tiles"]:
         print(f"{tile['status']:9s} {tile['item_id']}  ({tile['n_sources']} scenes)")
         for key, href in sorted(tile["hrefs"].items()):
@@ -186,7 +250,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # the output is for a program: no progress line on the terminal either
         os.environ["CLOUDFREE_PROGRESS"] = "0"
     result: dict[str, Any]
-    if args.tile_size:
+    quiet_user_error_tracebacks()
+    if args.event_date is not None:  # event mode: the AOI flow, grid tiles or not
+        from flows.aoi_mosaic import aoi_mosaic
+
+        result = aoi_mosaic(**kwargs, tile_size_px=args.tile_size)
+    elif args.tile_size:
         from flows.regional_mosaic import regional_mosaic
 
         result = regional_mosaic(**kwargs, tile_size_px=args.tile_size)

@@ -246,3 +246,32 @@ def test_flow_run_job_is_strictly_valid_and_leaks_nothing(
         assert local not in text, f"local value {local!r} leaked into the Job"
     sizing = deployment_job_variables(deployment_name.split("/")[1])
     assert prefect_job["resources"]["requests"]["memory"] == sizing["memory_request"]
+
+
+async def _create_event_runs(url: str) -> tuple[dict[str, Any], str]:
+    """A disaster-response run with the event parameters (its stored parameters), and the
+    server's refusal of one whose event date is not a day."""
+    from prefect.client.orchestration import PrefectClient
+
+    parameters = {"bbox": [15.05, 46.00, 15.12, 46.03], "datetime": "2024-04-01/2024-10-28",
+                  "event_date": "2024-07-01", "event_name": "flood"}
+    async with PrefectClient(api=url) as client:
+        deployment = await client.read_deployment_by_name("aoi-mosaic/disaster-response")
+        assert deployment.enforce_parameter_schema
+        run = await client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        try:
+            await client.create_flow_run_from_deployment(
+                deployment.id, parameters={**parameters, "event_date": "1 July 2024"})
+        except Exception as exc:  # noqa: BLE001 - the server's 409, whatever the client wraps
+            refusal = str(exc)
+        else:
+            refusal = ""
+        return dict(run.parameters), refusal
+
+
+def test_disaster_response_validates_the_event_parameters(deployed) -> None:
+    """The registered deployment's schema, enforced by the server: the issue's acceptance
+    parameters make a run; an event date that is not a day is refused before any run."""
+    stored, refusal = asyncio.run(_create_event_runs(deployed["url"]))
+    assert stored["event_date"] == "2024-07-01" and stored["event_name"] == "flood"
+    assert "event_date" in refusal and "does not match" in refusal, refusal
