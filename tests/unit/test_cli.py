@@ -56,7 +56,7 @@ def test_one_tree_with_every_command():
     (sub,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
     assert list(sub.choices) == ["services", "demo-catalog", "mosaic", "plan", "evaluate",
                                  "evaluate-masks", "train",
-                                 "gc", "demo"]
+                                 "gc", "demo", "view"]
     for command in sub.choices:
         with pytest.raises(SystemExit) as info:
             cli.main([command, "--help"])
