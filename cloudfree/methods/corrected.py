@@ -85,7 +85,10 @@ def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float],
                           masks: int) -> dict[str, Any]:
     """The correction's part of a mosaic's ``parameters`` (JSON-able)."""
     return {"candidates": list(candidates), "sigmas_px": [float(s) for s in sigmas],
-            "sigma_selection": SELECTION, "held_out_masks": int(masks), "seed": int(seed)}
+            "sigma_selection": SELECTION, "held_out_masks": int(masks), "seed": int(seed),
+            "interval": {"coverage": COVERAGE, "calibration": INTERVAL_CALIBRATION,
+                         "error_bins_per_decade": ERROR_BINS_PER_DECADE,
+                         "distance_edges_px": list(DISTANCE_EDGES_PX)}}
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
@@ -192,7 +195,10 @@ COVERAGE = 0.9
 #: Fixed edges make the per-chunk histograms add up exactly to the tile's. The stated
 #: quantile is its bin's upper edge, up to 4.7 % above the exact one (25 per decade: 9.6 %,
 #: which widened every interval by about half that on average).
-ERROR_EDGES = np.concatenate([[0.0], np.logspace(-4.0, 0.0, 201)])
+ERROR_BINS_PER_DECADE = 50
+ERROR_EDGES = np.concatenate([[0.0], np.logspace(-4.0, 0.0, 4 * ERROR_BINS_PER_DECADE + 1)])
+INTERVAL_CALIBRATION = ("split-conformal on the held-out errors, per band and distance bin, "
+                        "the quantile at its bin's upper edge")
 #: The widest half-width stated (reflectance): errors beyond it (and calibrations with too
 #: few pixels for a 90 % quantile) give this, the whole range of reflectance.
 MAX_HALF_WIDTH = 1.0

@@ -201,6 +201,11 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
     return gpu_resources(client)
 
 
+#: Who the self-validation scores (``processing:expression`` and the item ids say so).
+HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses the width and "
+                "calibrates the interval; the head trained on every clear pixel fills")
+
+
 #: The widest spatial chunk the generator's stages run on. The head's features and its
 #: prediction, and the correction, run on one thread per chunk: a 1024 px tile in one chunk
 #: would leave the other dask threads idle, while in 512 px chunks they share the work.
@@ -348,7 +353,7 @@ def mosaic(
         "network_frames": f"the target and its {MAX_FRAMES - 1} nearest dates with over "
                           f"{MIN_USABLE:.0%} of the tile usable",
         "prior": "interpolate: linear in time from the other dates",
-        "test_time_head": head_parameters(),
+        "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
     }
     return corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
@@ -492,8 +497,8 @@ def hashed_parameters() -> dict[str, Any]:
 
     return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                 masks=HELD_OUT_MASKS),
-            "test_time_head": head_parameters(), "network_frames": MAX_FRAMES,
-            "min_dates": MIN_DATES}
+            "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
+            "network_frames": MAX_FRAMES, "min_dates": MIN_DATES}
 
 
 def software(options: Mapping[str, Any]) -> dict[str, str]:

@@ -24,11 +24,12 @@ head extrapolates and is worse than the prior (:meth:`SeriesHead.familiarity`).
 fixed by the whole tile's count of candidates (:func:`training_pixels`), so a chunked run
 picks the same pixels as a whole-array run and trains the same network (samples in the
 same order, the same seed). ``STEPS`` steps.
-The pixels of the residual correction's held-out masks (:func:`held_out_union`) are left
-out of training: the correction judges the head's prediction on them, and its
-self-validation errors (and the intervals calibrated on them) are honest only if the head
-never saw them (unless fewer than ``MIN_SAMPLES`` pixels are left outside them in the
-tile; then it trains on them too).
+With ``exclude``, the pixels of the residual correction's held-out masks
+(:func:`held_out_union`) are left out of training (unless fewer than ``MIN_SAMPLES`` pixels
+are left outside them in the tile; then it trains on them too): the generator trains such a
+twin beside the head that fills (:func:`cloudfree.methods._head_stage.head_pair`), and
+the correction judges the twin on those pixels, so that its self-validation errors, and
+the interval calibrated on them, are out-of-sample.
 
 Measured on the real cases (``cloudfree evaluate``, seeds 0-2; see the README), this is
 what makes the generator better than every non-learned method: the pretrained temporal
@@ -123,7 +124,8 @@ def head_parameters() -> dict[str, Any]:
             "kernel_px": 2 * HALO_PX + 1, "steps": STEPS, "learning_rate": LEARNING_RATE,
             "schedule": SCHEDULE, "warmup": WARMUP, "weight_decay": WEIGHT_DECAY,
             "max_samples": MAX_SAMPLES,
-            "loss": "L1 on the target date's clear pixels outside the correction's held-out masks",
+            "loss": "L1 on the target date's clear pixels (its scoring twin: those outside "
+                    "the correction's held-out masks)",
             "residual_range_q": RANGE_Q, "reference_pixels": REFERENCE_PIXELS,
             "familiar_radii": [NEAR, FAR], "radius_q": RADIUS_Q}
 
