@@ -71,14 +71,26 @@ def list_items(stac_url: str, collection: str, *, max_items: int) -> tuple[list[
     while url:
         page = _get_json(url)
         if page is None:
-            listing = _get_json(f"{stac_url.rstrip('/')}/collections") or {}
-            raise UnknownCollectionError(collection, stac_url, [
-                str(c.get("id")) for c in listing.get("collections", [])])
+            raise UnknownCollectionError(collection, stac_url, list_collections(stac_url))
         items.extend(page.get("features", []))
         if len(items) >= max_items:
             return items[:max_items], len(items) > max_items or _next(page) is not None
         url = _next(page)
     return items, False
+
+
+def list_collections(stac_url: str) -> list[str]:
+    """Every collection id of the readers' STAC API, following ``next`` links (the API
+    pages its listing: an error naming the first page only would leave most out)."""
+    url: str | None = f"{stac_url.rstrip('/')}/collections"
+    ids: list[str] = []
+    seen: set[str] = set()
+    while url and url not in seen:  # a page linking back to itself ends the listing
+        seen.add(url)
+        page = _get_json(url) or {}
+        ids += [str(c.get("id")) for c in page.get("collections", [])]
+        url = _next(page)
+    return ids
 
 
 def _get_json(url: str) -> dict[str, Any] | None:
