@@ -365,12 +365,15 @@ def corrected_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.nda
 
 def correct_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray, *,
                   frame: int, seed: int = 0, masks: int = HELD_OUT_MASKS,
-                  sigmas: Sequence[float] = SIGMAS_PX) -> tuple[np.ndarray, int, float]:
+                  sigmas: Sequence[float] = SIGMAS_PX, scoring: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, int, float]:
     """The whole-array correction (what one chunk without neighbours does): ``(filled (C,
-    H, W) float64, candidate index, sigma)``. Arguments as :func:`validation_sums`."""
+    H, W) float64, candidate index, sigma)``. Arguments as :func:`validation_sums`;
+    ``scoring`` as in :func:`correct_stack` (what the self-validation scores)."""
     sigmas = _check_sigmas(sigmas)
     height, width = usable.shape[1:]
-    sums = validation_sums(observed, usable, candidates, (~usable).mean(axis=(1, 2)),
+    scored = candidates if scoring is None else scoring
+    sums = validation_sums(observed, usable, scored, (~usable).mean(axis=(1, 2)),
                            np.arange(height), np.arange(width), None, frame=frame,
                            shape=(height, width), seed=seed, masks=masks, sigmas=sigmas)
     index, sigma = choose_from_sums(sums, n_candidates=len(candidates), masks=masks,

@@ -43,7 +43,6 @@ from cloudfree.methods.corrected import (
     correct_frame,
     correct_stack,
     corrected_dataset,
-    corrected_frame,
     correction_parameters,
 )
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
@@ -153,11 +152,8 @@ def correct_pair(observed: np.ndarray, usable: np.ndarray, filling: np.ndarray,
                  sigmas: Sequence[float] = SIGMAS_PX) -> tuple[np.ndarray, int, float]:
     """:func:`cloudfree.methods.corrected.correct_frame` choosing the width on ``scoring``
     and correcting ``filling`` (C, H, W) with it: ``(filled, index, sigma)``."""
-    _, index, sigma = correct_frame(observed, usable, scoring[None], frame=frame, seed=seed,
-                                    sigmas=sigmas)
-    filled = corrected_frame(observed, usable, filling[None], frame=frame, index=index,
-                             sigma=sigma)
-    return filled, index, sigma
+    return correct_frame(observed, usable, filling[None], frame=frame, seed=seed, sigmas=sigmas,
+                         scoring=scoring[None])
 
 
 # --------------------------------------------------------------------------- xarray/dask
