@@ -59,7 +59,8 @@ METHODS = ("median", "interpolate_corrected", "generator")
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "network": ("cloudfree.methods.generator", ("_network_block",)),
     "head": ("cloudfree.methods._head_stage",
-             ("_features_block", "_samples_block", "_train_block", "_apply_block")),
+             ("_features_block", "_samples_block", "_train_block", "_filling_block",
+              "_apply_pair_block")),
     "correction": ("cloudfree.methods.corrected", ("_sums_block", "_corrected_block")),
 }
 

@@ -42,14 +42,14 @@ from cloudfree.models.head import (
 Float32 = NDArray[np.float32]
 
 
-def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndarray,
+def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndarray | None,
                     cloud_fraction: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
                     days: np.ndarray, frame: int, nodata: int, shape: tuple[int, int],
                     seed: int, masks: int) -> Float32:
-    """DN (T, C, h, w), clear (T, h, w), the network's (C, h, w), the tile's cloud
-    fractions and the chunk's global rows and columns -> (F + 2 C + 1, h, w): the
-    features, the prior, the target's observed values (NaN where not usable), and 1 where
-    the pixel is in the correction's held-out union (``masks`` masks, ``seed``), else 0."""
+    """DN (T, C, h, w), clear (T, h, w), the network's (C, h, w) (None: not an input), the
+    tile's cloud fractions and the chunk's global rows and columns -> (F + 2 C + 1, h, w):
+    the features, the prior, the target's observed values (NaN where not usable), and 1
+    where the pixel is in the correction's held-out union (``masks`` masks, ``seed``), else 0."""
     from cloudfree.methods._driver import to_reflectance
 
     usable = usable_block(reflectance, np.asarray(clear, bool), nodata=nodata)
@@ -60,6 +60,28 @@ def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndar
     frames = feature_frames(cloud_fraction, days, frame)
     feats, prior = features(values, usable, days, frame, frames, network)
     return np.concatenate([feats, prior, values[frame], held[None]]).astype(np.float32)
+
+
+def _features_block_alone(reflectance: np.ndarray, clear: np.ndarray, cloud_fraction: np.ndarray,
+                          rows: np.ndarray, cols: np.ndarray, **kw: Any) -> Float32:
+    """:func:`_features_block` without the network's prediction among the inputs."""
+    return _features_block(reflectance, clear, None, cloud_fraction, rows, cols, **kw)
+
+
+def n_head_features(n_bands: int, *, network: bool) -> int:
+    """The head's input width: :data:`FEATURE_FRAMES` dates and the prior, [the network's
+    prediction,] each ``n_bands`` wide."""
+    return (FEATURE_FRAMES + 1 + int(network)) * n_bands
+
+
+def twin_fills(counts: np.ndarray, max_samples: int) -> bool:
+    """Whether the scoring twin of :func:`head_pair` fills as well (no second head is
+    trained): when the tile has at least ``max_samples`` candidate pixels outside the
+    held-out union (its :func:`~cloudfree.models.head.training_counts`), both heads would
+    train on about ``max_samples`` pixels picked at a rate below 1, and the filling head
+    would differ only in where some of its pixels lie. Below that (a small or very cloudy
+    tile) the filling head has more pixels to learn from, and is trained."""
+    return bool(np.asarray(counts, np.float64).ravel()[1] >= max_samples)
 
 
 def _split(stack: np.ndarray, n_bands: int
@@ -83,10 +105,15 @@ def _counts_block(stack: np.ndarray, *, n_bands: int) -> np.ndarray:
 
 def _samples_block(stack: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_core: np.ndarray,
                    col_core: np.ndarray, counts: np.ndarray, *, n_bands: int, width: int,
-                   max_samples: int, seed: int, exclude: bool = True) -> tuple[np.ndarray, ...]:
+                   max_samples: int, seed: int, exclude: bool = True,
+                   unless_twin_fills: bool = False) -> tuple[np.ndarray, ...]:
     """One halo'd chunk's training pairs over its core (``counts``: the whole tile's), with
-    their global linear index; ``exclude=False``: the held-out union trains too."""
+    their global linear index; ``exclude=False``: the held-out union trains too.
+    ``unless_twin_fills``: none when :func:`twin_fills` (no filling head is trained)."""
     feats, prior, observed, _ = _split(stack, n_bands)
+    if unless_twin_fills and twin_fills(counts, max_samples):
+        return (np.empty(0, np.int64), np.empty((0, len(feats), 3, 3), np.float32),
+                np.empty((0, n_bands), np.float32), np.empty((0, n_bands), np.float32))
     trainable, held = _trainable(stack, n_bands)
     trainable &= row_core[:, None] & col_core[None, :]
     counts = np.asarray(counts, np.float64).ravel()
@@ -126,6 +153,20 @@ def _train_block(parts: Sequence[tuple[np.ndarray, ...]], *, n_features: int, n_
                  seed: int, device: str | None) -> Float32:
     """All chunks' pairs, in global pixel order (as a whole-array run has them) -> the
     trained head's flat parameters (NaN: too few pairs, no head)."""
+    return _train(parts, n_features=n_features, n_bands=n_bands, seed=seed, device=device)
+
+
+def _filling_block(parts: Sequence[tuple[np.ndarray, ...]], twin: np.ndarray,
+                   counts: np.ndarray, *, max_samples: int, **kw: Any) -> Float32:
+    """:func:`_train_block` for the filling head of :func:`head_pair`; the ``twin``'s
+    parameters when :func:`twin_fills` (then ``parts`` are empty)."""
+    if twin_fills(counts, max_samples):
+        return np.asarray(twin, np.float32)
+    return _train(parts, **kw)
+
+
+def _train(parts: Sequence[tuple[np.ndarray, ...]], *, n_features: int, n_bands: int,
+           seed: int, device: str | None) -> Float32:
     index = np.concatenate([p[0] for p in parts])
     order = np.argsort(index, kind="stable")
     inputs, prior, observed = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2, 3))
@@ -141,125 +182,198 @@ def _apply_block(stack: np.ndarray, params: np.ndarray, *, n_features: int,
     return predict(_unflat(params, n_features, n_bands), feats, prior)
 
 
+def _apply_pair_block(stack: np.ndarray, filling: np.ndarray, scoring: np.ndarray, *,
+                      n_features: int, n_bands: int) -> Float32:
+    """Both heads of :func:`head_pair` on one chunk -> (2 C, h, w): filling, then scoring;
+    one prediction, twice, when they are one head (:func:`twin_fills`)."""
+    scored = _apply_block(stack, scoring, n_features=n_features, n_bands=n_bands)
+    if np.array_equal(filling, scoring, equal_nan=True):
+        return np.concatenate([scored, scored])
+    return np.concatenate([_apply_block(stack, filling, n_features=n_features,
+                                        n_bands=n_bands), scored])
+
+
 def head_candidate(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
                    frame: int, nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
                    device: str | None = None, masks: int = HELD_OUT_MASKS) -> Any:
     """(1, C, H, W) float32: the test-time head's prediction of frame ``frame`` of a (T, C,
-    H, W) DN cube from its other dates and ``network`` (C, H, W), trained on the frame's
-    clear pixels (:func:`adapted_frame` on DN cubes) outside the union of the residual
-    correction's held-out masks: ``seed`` and ``masks`` must be the correction's
-    (:func:`cloudfree.methods.corrected.correct_stack`) for its self-validation to be
-    out-of-sample for the head; ``masks=0`` trains on every clear pixel.
+    H, W) DN cube from its other dates [and ``network`` (C, H, W); None: not an input],
+    trained on the frame's clear pixels (:func:`adapted_frame` on DN cubes) outside the
+    union of the residual correction's held-out masks: ``seed`` and ``masks`` must be the
+    correction's (:func:`cloudfree.methods.corrected.correct_stack`) for its
+    self-validation to be out-of-sample for the head; ``masks=0`` trains on every clear pixel.
 
     Lazy when any input is a dask array (nothing is computed): one task gathers the
     chunks' training pairs and trains the tile's head; every chunk then applies it with a
     halo of :data:`HALO_PX` (chunks as given, each at least that wide). The pairs are the
     same, in the same order, as in a whole-array run, so chunked equals whole up to float
     error. ``device``: where the head trains (default: CUDA when the worker has it)."""
-    [candidate] = _heads(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
-                         seed=seed, max_samples=max_samples, device=device, masks=masks,
-                         excludes=(masks > 0,))
-    return candidate
+    stage = _HeadStage(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
+                       seed=seed, max_samples=max_samples, device=device, masks=masks)
+    params = stage.train(exclude=masks > 0)
+    return stage.apply(params, params)[None, :stage.n_bands]
 
 
 def head_pair(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, frame: int,
               nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
-              device: str | None = None, masks: int = HELD_OUT_MASKS) -> tuple[Any, Any]:
+              device: str | None = None, masks: int = HELD_OUT_MASKS,
+              resources: dict[str, int] | None = None) -> tuple[Any, Any]:
     """``(filling, scoring)``, each (1, C, H, W) float32: two heads of
-    :func:`head_candidate` on the same features. The *filling* head trains on every clear
-    pixel of the frame; the *scoring* head only outside the union of the correction's
-    held-out masks (``seed``, ``masks``), so its errors there are out-of-sample: the
-    correction chooses its width, and calibrates the interval, on the scoring head
-    (``scoring`` of :func:`cloudfree.methods.corrected.correct_stack`), then corrects the
-    filling one. On a tile with several dask threads the two trainings run side by side."""
-    filling, scoring = _heads(reflectance, clear, network, days=days, frame=frame,
-                              nodata=nodata, seed=seed, max_samples=max_samples, device=device,
-                              masks=masks, excludes=(False, True))
-    return filling, scoring
+    :func:`head_candidate` on the same features. The *scoring* head trains only outside
+    the union of the correction's held-out masks (``seed``, ``masks``), so its errors there
+    are out-of-sample: the correction chooses its width, and calibrates the interval, on
+    it (``scoring`` of :func:`cloudfree.methods.corrected.correct_stack`), then corrects the
+    filling one. The *filling* head trains on every clear pixel of the frame, unless the
+    tile has so many outside the union that it would not learn from more
+    (:func:`twin_fills`): then the scoring head fills too, and is trained and applied once.
+    ``resources``: the dask annotation of the trainings and predictions (torch: on a GPU
+    worker they run on CUDA)."""
+    stage = _HeadStage(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
+                       seed=seed, max_samples=max_samples, device=device, masks=masks,
+                       resources=resources)
+    scoring = stage.train(exclude=True)
+    filling = stage.train(exclude=False, twin=scoring)
+    both = stage.apply(filling, scoring)
+    n = stage.n_bands
+    return both[None, :n], both[None, n:]
 
 
-def _heads(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, frame: int,
-           nodata: int, seed: int, max_samples: int, device: str | None, masks: int,
-           excludes: Sequence[bool]) -> list[Any]:
-    """One head per entry of ``excludes`` (whether it leaves the held-out union out), all
-    on one stack of features: the candidates of :func:`head_candidate`."""
-    days = np.asarray(days, np.float64)
-    n_bands = reflectance.shape[1]
-    height, width = reflectance.shape[-2:]
-    n_features = (FEATURE_FRAMES + 2) * n_bands
-    block: dict[str, Any] = dict(days=days, frame=frame, nodata=nodata, shape=(height, width),
-                                 seed=seed, masks=masks)
-    sample_kw: dict[str, Any] = dict(n_bands=n_bands, width=width, seed=seed,
-                                     max_samples=max_samples)
-    train_kw: dict[str, Any] = dict(n_features=n_features, n_bands=n_bands, seed=seed,
-                                    device=device)
-    apply_kw: dict[str, Any] = dict(n_features=n_features, n_bands=n_bands)
-    if not any(hasattr(a, "dask") for a in (reflectance, clear, network)):
-        reflectance = np.asarray(reflectance)
-        clear = np.asarray(clear, bool)
-        fraction = (~usable_block(reflectance, clear, nodata=nodata)).mean(axis=(1, 2))
-        stack = _features_block(reflectance, clear, np.asarray(network, np.float32), fraction,
-                                np.arange(height), np.arange(width), **block)
-        everything = np.ones(height, bool), np.ones(width, bool)
-        counts = _counts_block(stack, n_bands=n_bands)[0, 0]
-        out = []
-        for exclude in excludes:
-            part = _samples_block(stack, np.arange(height), np.arange(width), *everything,
-                                  counts, exclude=exclude, **sample_kw)
-            out.append(_apply_block(stack, _train_block([part], **train_kw), **apply_kw)[None])
-        return out
+class _HeadStage:
+    """One stack of the head's features over a cube (numpy, or dask with a halo of
+    :data:`HALO_PX`), and the heads trained and applied on it."""
 
-    import dask.array as da
-    from dask.delayed import delayed
+    def __init__(self, reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
+                 frame: int, nodata: int, seed: int, max_samples: int, device: str | None,
+                 masks: int, resources: dict[str, int] | None = None) -> None:
+        days = np.asarray(days, np.float64)
+        self.resources = resources
+        self.n_bands = n_bands = reflectance.shape[1]
+        height, width = reflectance.shape[-2:]
+        self.n_features = n_features = n_head_features(n_bands, network=network is not None)
+        block: dict[str, Any] = dict(days=days, frame=frame, nodata=nodata,
+                                     shape=(height, width), seed=seed, masks=masks)
+        self.sample_kw: dict[str, Any] = dict(n_bands=n_bands, width=width, seed=seed,
+                                              max_samples=max_samples)
+        self.train_kw: dict[str, Any] = dict(n_features=n_features, n_bands=n_bands, seed=seed,
+                                             device=device)
+        self.max_samples = max_samples
+        self.lazy = any(hasattr(a, "dask") for a in (reflectance, clear, network))
+        self.stack: Any = None  # numpy, or dask with the halo
+        self.counts: Any = None  # the tile's training counts, or their delayed
+        if not self.lazy:
+            reflectance = np.asarray(reflectance)
+            clear = np.asarray(clear, bool)
+            fraction = (~usable_block(reflectance, clear, nodata=nodata)).mean(axis=(1, 2))
+            net = None if network is None else np.asarray(network, np.float32)
+            self.stack = _features_block(reflectance, clear, net, fraction, np.arange(height),
+                                         np.arange(width), **block)
+            self.rows, self.cols = np.arange(height), np.arange(width)
+            self.counts = _counts_block(self.stack, n_bands=n_bands)[0, 0]
+            return
+        self._lazy_stack(reflectance, clear, network, block)
 
-    from cloudfree.methods._driver import global_index as _global_index
-    from cloudfree.methods._driver import meta as _meta
+    def _lazy_stack(self, reflectance: Any, clear: Any, network: Any,
+                    block: dict[str, Any]) -> None:
+        import dask.array as da
 
-    refl = da.asarray(reflectance)
-    spatial = refl.chunks[-2:]
-    clear = da.asarray(clear).astype(bool).rechunk((-1, *spatial))
-    network = da.asarray(network).astype(np.float32).rechunk((-1, *spatial))
-    usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
-                          "tyx", concatenate=True, meta=_meta(3, bool))
-    fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
-    rows_g = da.arange(height, chunks=(spatial[0],))  # global rows/columns of each chunk
-    cols_g = da.arange(width, chunks=(spatial[1],))
-    stack = da.blockwise(partial(_features_block, **block), "zyx", refl, "tbyx", clear, "tyx",
-                         network, "byx", fraction, "t", rows_g, "y", cols_g, "x",
-                         new_axes={"z": n_features + 2 * n_bands + 1},
-                         concatenate=True, meta=_meta(3, np.float32))
-    # a single chunk along an axis has no neighbour to borrow from
-    depth_y, depth_x = (HALO_PX if len(c) > 1 else 0 for c in spatial)
-    stack_h = da.overlap.overlap(stack, depth={0: 0, 1: depth_y, 2: depth_x},
-                                 boundary="none", allow_rechunk=False)
-    rows, row_core = _global_index(spatial[0], depth_y)
-    cols, col_core = _global_index(spatial[1], depth_x)
-    # the whole tile's counts (a lazy reduction over the chunks' cores): the held-out
-    # fallback and the sampling rate, the same for every chunk
-    counts = da.blockwise(partial(_counts_block, n_bands=n_bands), "yxs", stack, "zyx",
-                          new_axes={"s": 2}, adjust_chunks={"y": 1, "x": 1}, concatenate=True,
-                          meta=_meta(3, np.float64)).sum(axis=(0, 1))
-    tile_counts = counts.to_delayed(optimize_graph=False)[0]
-    blocks = stack_h.to_delayed(optimize_graph=False)[0]
-    indices = [(i, r, rc, j, c, cc)
-               for i, (r, rc) in enumerate(zip(rows.to_delayed(optimize_graph=False),
-                                               row_core.to_delayed(optimize_graph=False),
-                                               strict=True))
-               for j, (c, cc) in enumerate(zip(cols.to_delayed(optimize_graph=False),
-                                               col_core.to_delayed(optimize_graph=False),
-                                               strict=True))]
-    out = []
-    for exclude in excludes:
-        sample = delayed(partial(_samples_block, exclude=exclude, **sample_kw), pure=True)
-        parts = [sample(blocks[i, j], r, c, rc, cc, tile_counts)
-                 for i, r, rc, j, c, cc in indices]
-        trained = delayed(partial(_train_block, **train_kw), pure=True)(parts)
-        params = da.from_delayed(trained, shape=(head_size(n_features, n_bands),),
-                                 dtype=np.float32)
-        applied = da.blockwise(partial(_apply_block, **apply_kw), "byx", stack_h, "zyx",
-                               params, "p", new_axes={"b": n_bands}, concatenate=True,
-                               meta=_meta(3, np.float32))
-        applied = da.overlap.trim_internal(applied, {0: 0, 1: depth_y, 2: depth_x},
-                                           boundary="none")
-        out.append(applied[None])
-    return out
+        from cloudfree.methods._driver import global_index as _global_index
+        from cloudfree.methods._driver import meta as _meta
+
+        height, width = reflectance.shape[-2:]
+        refl = da.asarray(reflectance)
+        spatial = refl.chunks[-2:]
+        clear = da.asarray(clear).astype(bool).rechunk((-1, *spatial))
+        nodata = block["nodata"]
+        usable = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl, "tbyx", clear,
+                              "tyx", concatenate=True, meta=_meta(3, bool))
+        fraction = (~usable).mean(axis=(1, 2))  # (T,), over the whole tile
+        rows_g = da.arange(height, chunks=(spatial[0],))  # global rows/columns of each chunk
+        cols_g = da.arange(width, chunks=(spatial[1],))
+        inputs: list[Any] = [refl, "tbyx", clear, "tyx"]
+        function: Any = partial(_features_block_alone, **block)
+        if network is not None:
+            network = da.asarray(network).astype(np.float32).rechunk((-1, *spatial))
+            inputs += [network, "byx"]
+            function = partial(_features_block, **block)
+        stack = da.blockwise(function, "zyx", *inputs, fraction, "t", rows_g, "y", cols_g, "x",
+                             new_axes={"z": self.n_features + 2 * self.n_bands + 1},
+                             concatenate=True, meta=_meta(3, np.float32))
+        # a single chunk along an axis has no neighbour to borrow from
+        self.depth = tuple(HALO_PX if len(c) > 1 else 0 for c in spatial)
+        self.stack = da.overlap.overlap(stack, depth={0: 0, 1: self.depth[0],
+                                                      2: self.depth[1]},
+                                        boundary="none", allow_rechunk=False)
+        rows, row_core = _global_index(spatial[0], self.depth[0])
+        cols, col_core = _global_index(spatial[1], self.depth[1])
+        # the whole tile's counts (a lazy reduction over the chunks' cores): the held-out
+        # fallback and the sampling rate, the same for every chunk
+        counts = da.blockwise(partial(_counts_block, n_bands=self.n_bands), "yxs", stack, "zyx",
+                              new_axes={"s": 2}, adjust_chunks={"y": 1, "x": 1},
+                              concatenate=True, meta=_meta(3, np.float64)).sum(axis=(0, 1))
+        self.counts = counts.to_delayed(optimize_graph=False)[0]
+        self.blocks = self.stack.to_delayed(optimize_graph=False)[0]
+        lazy_index = (a.to_delayed(optimize_graph=False) for a in (rows, row_core, cols, col_core))
+        r, rc, c, cc = lazy_index
+        self.indices = [(i, r[i], rc[i], j, c[j], cc[j])
+                        for i in range(len(r)) for j in range(len(c))]
+
+    def _torch_tasks(self) -> Any:
+        """The dask annotation of the tasks that run torch (the trainings, the
+        predictions); only theirs, not that of the tasks they depend on."""
+        import contextlib
+
+        if not self.resources:
+            return contextlib.nullcontext()
+        from dask.base import annotate
+
+        return annotate(resources=self.resources)
+
+    def train(self, *, exclude: bool, twin: Any = None) -> Any:
+        """The flat parameters of the head trained outside the held-out union
+        (``exclude``) or on every clear pixel; with ``twin`` (the other head's parameters),
+        those when :func:`twin_fills`."""
+        sample_kw = dict(self.sample_kw, exclude=exclude, unless_twin_fills=twin is not None)
+        if not self.lazy:
+            everything = np.ones(len(self.rows), bool), np.ones(len(self.cols), bool)
+            parts = [_samples_block(self.stack, self.rows, self.cols, *everything, self.counts,
+                                    **sample_kw)]
+            if twin is None:
+                return _train_block(parts, **self.train_kw)
+            return _filling_block(parts, twin, self.counts, max_samples=self.max_samples,
+                                  **self.train_kw)
+
+        import dask.array as da
+        from dask.delayed import delayed
+
+        sample = delayed(partial(_samples_block, **sample_kw), pure=True)
+        parts = [sample(self.blocks[i, j], r, c, rc, cc, self.counts)
+                 for i, r, rc, j, c, cc in self.indices]
+        if twin is None:
+            trained = delayed(partial(_train_block, **self.train_kw), pure=True)(parts)
+        else:
+            trained = delayed(partial(_filling_block, max_samples=self.max_samples,
+                                      **self.train_kw), pure=True)(
+                parts, twin.to_delayed(optimize_graph=False)[0], self.counts)
+        if self.resources:
+            # the training's own layer only: annotating the call would annotate the tasks
+            # it depends on (the samples, and through them the cube's reads) as well
+            trained.dask.layers[trained.key].annotations = {"resources": self.resources}
+        return da.from_delayed(trained, shape=(head_size(self.n_features, self.n_bands),),
+                               dtype=np.float32)
+
+    def apply(self, filling: Any, scoring: Any) -> Any:
+        """(2 C, H, W): both heads' predictions (:func:`_apply_pair_block`)."""
+        apply_kw: dict[str, Any] = dict(n_features=self.n_features, n_bands=self.n_bands)
+        if not self.lazy:
+            return _apply_pair_block(self.stack, filling, scoring, **apply_kw)
+        import dask.array as da
+
+        from cloudfree.methods._driver import meta as _meta
+
+        with self._torch_tasks():
+            applied = da.blockwise(partial(_apply_pair_block, **apply_kw), "byx", self.stack,
+                                   "zyx", filling, "p", scoring, "q",
+                                   new_axes={"b": 2 * self.n_bands}, concatenate=True,
+                                   meta=_meta(3, np.float32))
+        return da.overlap.trim_internal(applied, {0: 0, 1: self.depth[0], 2: self.depth[1]},
+                                        boundary="none")

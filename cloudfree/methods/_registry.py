@@ -83,8 +83,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "pixels", "interpolate_corrected", targeted=True, learned=False, corrected=True,
                halo_px=_CORRECTION_PX, fill_classes=("nodata", "observed", "composited")),
     MethodSpec("generator",
-               "the target date, its gaps filled by the generator network and a head trained "
-               "on its own clear pixels, then fitted to them", "generator", targeted=True,
+               "the target date, its gaps filled by a network trained on its own clear "
+               "pixels from the nearest dates, then fitted to them", "generator", targeted=True,
                learned=True, corrected=True, halo_px=_GENERATOR_PX,
                fill_classes=("nodata", "observed", "generated", "composited")),
     MethodSpec("network",

@@ -1,15 +1,18 @@
-"""``generator``: the target date, its gaps filled by the generator network and a head
-trained on the date's own clear pixels, then fitted to them by the residual correction.
+"""``generator``: the target date, its gaps filled by a network trained on the date's own
+clear pixels, then fitted to them by the residual correction.
 
-The network (:mod:`cloudfree.models.inference`) predicts the target frame with that frame
-hidden entirely; a small head (:mod:`cloudfree.models.head`) is trained once per tile on the
-frame's clear pixels from the other dates, the interpolation prior and that prediction, and
-predicts the gaps; the residual correction (:mod:`cloudfree.methods.corrected`) fits the
-result to the frame's clear pixels, with one choice of width per tile. On dask the network
-runs per chunk with an overlap of its halo, chunk starts on the model's
-``downsample_factor`` grid, so it equals whole-array inference; the head and the
-correction are per-tile reductions of the driver. ``generator_no_tta`` is the pretrained
-network alone, for the ablation (evaluation only).
+A small head (:mod:`cloudfree.models.head`) is trained once per tile on the frame's clear
+pixels, from the nearest dates and the interpolation prior, and predicts the gaps; the
+residual correction (:mod:`cloudfree.methods.corrected`) fits the result to the frame's
+clear pixels, with one choice of width per tile. The head and the correction are per-tile
+reductions of the driver; the head's trainings and predictions (torch) carry the GPU
+annotation. With ``with_network=True`` the pretrained generator network
+(:mod:`cloudfree.models.inference`) also predicts the target frame with that frame hidden
+entirely, as one more input of the head: it runs per chunk with an overlap of its halo,
+chunk starts on the model's ``downsample_factor`` grid, so it equals whole-array
+inference. Measured, it adds nothing to the head (:data:`NETWORK_INPUT`), so it is off by
+default; the network alone is the ``network`` method. ``generator_no_tta`` is the
+pretrained network's raw prediction, for the ablation (evaluation only).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def generator_composite_array(
     card: Any = None,
     seed: int = 0,
     sigmas_px: Sequence[float] = SIGMAS_PX,
+    with_network: bool | None = None,
     **kw: Any,
 ) -> Composite:
     """The generator's mosaic at ``target_day``, with provenance (the whole-array run).
@@ -99,6 +103,7 @@ def generator_composite_array(
     ``**kw`` goes to :func:`fill_frame` (``tile_px``, ``halo_px``, ``batch_size``,
     ``device``, ``precision``, ``model_name``).
     """
+    with_network = NETWORK_INPUT if with_network is None else with_network
     values = np.asarray(values, dtype=np.float32)
     days = np.asarray(days, dtype=np.float64)
     if values.ndim != 4 or days.shape != values.shape[:1] or not np.isfinite(days).all():
@@ -113,7 +118,7 @@ def generator_composite_array(
         filled = values[frame]
     else:
         network = network_prediction(values, days, band_names, frame=frame, model=model,
-                                     card=card, **kw)
+                                     card=card, **kw) if with_network else None
         filling, scoring = head_pair_frame(values, days, frame, extra=network, seed=seed,
                                            device=kw.get("device") or default_device())
         filled, _, _ = correct_pair(values[frame], usable, filling, scoring, frame=frame,
@@ -128,23 +133,30 @@ def generator_composite_array(
     )
 
 
-def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *, extra: np.ndarray,
-                    seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
+                    extra: np.ndarray | None = None, seed: int = 0, device: str = "cpu",
+                    max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The whole-array :func:`cloudfree.methods._head_stage.head_pair`: ``(filling,
-    scoring)`` (C, H, W) predictions of ``values[frame]`` by a head trained on all of the
-    frame's usable pixels, and one trained outside the union of the correction's held-out
-    masks (``seed``, :data:`HELD_OUT_MASKS`)."""
-    from cloudfree.models.head import adapted_frame, held_out_union
+    scoring)`` (C, H, W) predictions of ``values[frame]`` by a head trained outside the
+    union of the correction's held-out masks (``seed``, :data:`HELD_OUT_MASKS`), and one
+    trained on all of the frame's usable pixels, unless that twin fills too
+    (:func:`cloudfree.methods._head_stage.twin_fills`). ``extra``: the network's
+    prediction as one more input (None: not one)."""
+    from cloudfree.methods._head_stage import twin_fills
+    from cloudfree.models.head import MAX_SAMPLES, adapted_frame, held_out_union, training_counts
 
+    max_samples = MAX_SAMPLES if max_samples is None else max_samples
     usable = np.isfinite(values).all(axis=1)
     height, width = usable.shape[1:]
     union = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
                            np.arange(width), frame=frame, shape=(height, width), seed=seed,
                            masks=HELD_OUT_MASKS)
-    filling, scoring = (adapted_frame(values, days, frame, extra=extra, seed=seed,
-                                      device=device, exclude=exclude)
-                        for exclude in (None, union))
-    return filling, scoring
+    kw: dict[str, Any] = dict(extra=extra, seed=seed, device=device, max_samples=max_samples)
+    scoring = adapted_frame(values, days, frame, exclude=union, **kw)
+    others = np.delete(usable, frame, axis=0).any(axis=0)  # where the prior is finite
+    if twin_fills(training_counts(usable[frame] & others, union), max_samples):
+        return scoring, scoring
+    return adapted_frame(values, days, frame, **kw), scoring
 
 
 def correct_pair(observed: np.ndarray, usable: np.ndarray, filling: np.ndarray,
@@ -199,7 +211,19 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
 
 #: Who the self-validation scores (``processing:expression`` and the item ids say so).
 HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses the width and "
-                "calibrates the interval; the head trained on every clear pixel fills")
+                "calibrates the interval; a head trained on every clear pixel fills, unless "
+                "the tile has max_samples or more clear pixels outside the masks (then the twin "
+                "fills)")
+
+#: Whether the network's prediction is one of the head's inputs. Measured with ``cloudfree
+#: evaluate`` on the three real cases (seed 0), the head without it scored 40.03, 34.30
+#: and 37.40 dB against 39.91, 34.34 and 37.39 with it: nothing measurable, for about a
+#: third of the mosaic's time (``bench/generator_cost.py``). So by default the head learns
+#: from the nearest dates and the prior alone; ``with_network=True`` adds it (the network's
+#: tasks then carry the GPU annotation, as the head's always do). The network by itself is
+#: the ``network`` method.
+NETWORK_INPUT = False
+HEAD_INPUTS = {False: "prior and nearest dates", True: "prior, nearest dates and network"}
 
 
 #: The widest spatial chunk the generator's stages run on. The head's features and its
@@ -246,13 +270,14 @@ def mosaic(
     resources: Mapping[str, int] | None | Literal["auto"] = "auto",
     seed: int = 0,
     sigmas_px: Sequence[float] = SIGMAS_PX,
+    with_network: bool = NETWORK_INPUT,
 ) -> xr.Dataset:
     """The generator's mosaic of a (time, band, y, x) uint16 cube, lazily when dask-backed.
 
     What the evaluation measures as the generator's method: the target frame (the date
-    nearest ``target_date``; ties: the earlier) keeps its clear pixels; the network
-    predicts the frame with the frame hidden entirely; a small head is trained on the
-    frame's clear pixels from the other dates and that prediction, once per tile
+    nearest ``target_date``; ties: the earlier) keeps its clear pixels; a small head is
+    trained on the frame's clear pixels from the other dates (``with_network``: and the
+    network's prediction of the frame, made with the frame hidden entirely), once per tile
     (:func:`cloudfree.methods._head_stage.head_pair`), and predicts the gaps; its prediction
     is fitted to the frame's own clear pixels by the residual correction, with the width
     chosen once per tile (:mod:`cloudfree.methods.corrected`). The width, ``heldout_rmse``
@@ -301,53 +326,58 @@ def mosaic(
     network_block = partial(_network_block, days=days, band_names=band_names, frame=frame,
                             nodata=nodata, fill_kw=fill_kw)
     lazy = reflectance.chunks is not None or clear.chunks is not None
+    annotations = _resolve_resources(resources) if lazy else None
+    network = None
     if lazy:
         import dask.array as da
         from dask.base import annotate, tokenize
 
-        # one chunking for the network and the correction: on the df grid, and wide enough
-        # for either overlap
+        # one chunking for the network, the head and the correction: on the df grid, and
+        # wide enough for either overlap
         depth = max(halo, kernel_radius(max(sigmas_px)))
         refl_data, clear_data, spatial = dask_cube(
             reflectance, clear, align=partial(aligned_chunks, factor=factor, depth=depth,
                                               at_most=CHUNK_PX))
         depth_y, depth_x = halo_depths(spatial, halo)
-        # the dates the network sees are decided from the whole tile's usable fractions
-        fraction = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl_data, "tbyx",
-                                clear_data, "tyx", concatenate=True,
-                                meta=meta(3, bool)).mean(axis=(1, 2))
-        annotations = _resolve_resources(resources)
-        with annotate(resources=annotations) if annotations else contextlib.nullcontext():
-            refl_halo = with_halo(refl_data, depth_y, depth_x)
-            clear_halo = with_halo(clear_data, depth_y, depth_x)
-            # The name must depend on the inputs: tiles computed at the same time on one
-            # scheduler would otherwise share keys, and get each other's results.
-            token = tokenize(refl_halo.name, clear_halo.name, days, frame, nodata,
-                             fill_kw.get("model_name"), tile, halo, MAX_FRAMES)
-            network = da.blockwise(network_block, "byx", refl_halo, "tbyx", clear_halo, "tyx",
-                                   fraction, "t", concatenate=True, meta=meta(3, np.float32),
-                                   name=f"generator-block-{token}")
-            network = trim_halo(network, depth_y, depth_x)
+        if with_network:
+            # the dates the network sees are decided from the whole tile's usable fractions
+            fraction = da.blockwise(partial(usable_block, nodata=nodata), "tyx", refl_data,
+                                    "tbyx", clear_data, "tyx", concatenate=True,
+                                    meta=meta(3, bool)).mean(axis=(1, 2))
+            with annotate(resources=annotations) if annotations else contextlib.nullcontext():
+                refl_halo = with_halo(refl_data, depth_y, depth_x)
+                clear_halo = with_halo(clear_data, depth_y, depth_x)
+                # The name must depend on the inputs: tiles computed at the same time on one
+                # scheduler would otherwise share keys, and get each other's results.
+                token = tokenize(refl_halo.name, clear_halo.name, days, frame, nodata,
+                                 fill_kw.get("model_name"), tile, halo, MAX_FRAMES)
+                network = da.blockwise(network_block, "byx", refl_halo, "tbyx", clear_halo,
+                                       "tyx", fraction, "t", concatenate=True,
+                                       meta=meta(3, np.float32), name=f"generator-block-{token}")
+                network = trim_halo(network, depth_y, depth_x)
     else:
         refl_data, clear_data = np.asarray(reflectance.data), np.asarray(clear.data, bool)
-        fraction = usable_block(refl_data, clear_data, nodata=nodata).mean(axis=(1, 2))
-        network = network_block(refl_data, clear_data, fraction)
-    # two heads: one trained on every clear pixel fills; its twin, trained outside the
-    # held-out masks, is what the self-validation scores (width, interval, held-out RMSE)
+        if with_network:
+            fraction = usable_block(refl_data, clear_data, nodata=nodata).mean(axis=(1, 2))
+            network = network_block(refl_data, clear_data, fraction)
+    # two heads: the scoring twin, trained outside the held-out masks, is what the
+    # self-validation scores (width, interval, held-out RMSE); the head trained on every
+    # clear pixel fills, or the twin itself on a tile with clear pixels to spare
     filling, scoring = head_pair(refl_data, clear_data, network, days=days, frame=frame,
-                                 nodata=nodata, seed=seed)
+                                 nodata=nodata, seed=seed, resources=annotations)
     stacked, choice = correct_stack(refl_data, clear_data, filling, frame=frame,
                                     day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
                                     seed=seed, sigmas=sigmas_px, scoring=scoring)
-    names = ["test-time head: prior, nearest dates and network -> target date"]
+    names = [f"test-time head: {HEAD_INPUTS[with_network]} -> target date"]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
         "model_version": str(getattr(meta_card, "version", "unversioned")),
         "target_date": iso_day(target_day),
         "frame_date": iso_day(days[frame]),
         "tile_px": tile, "halo_px": halo, "precision": precision,
-        "network_frames": f"the target and its {MAX_FRAMES - 1} nearest dates with over "
-                          f"{MIN_USABLE:.0%} of the tile usable",
+        "network_input": with_network,
+        **({"network_frames": f"the target and its {MAX_FRAMES - 1} nearest dates with over "
+                              f"{MIN_USABLE:.0%} of the tile usable"} if with_network else {}),
         "prior": "interpolate: linear in time from the other dates",
         "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
@@ -420,9 +450,12 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
     visible = np.isfinite(series[target]).all(axis=0)
-    frames = select_frames(series, days, target, max_frames)
-    local = int(np.flatnonzero(frames == target)[0])
-    generated = generate_frame(model, card, series[frames], days[frames], local, band_names)
+    generated = None
+    if not adapt or NETWORK_INPUT:
+        frames = select_frames(series, days, target, max_frames)
+        local = int(np.flatnonzero(frames == target)[0])
+        generated = generate_frame(model, card, series[frames], days[frames], local,
+                                   band_names)
     if not adapt:
         return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
                                             ).astype(np.float32))
@@ -494,7 +527,8 @@ def hashed_parameters() -> dict[str, Any]:
     return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                 masks=HELD_OUT_MASKS),
             "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
-            "network_frames": MAX_FRAMES, "min_dates": MIN_DATES}
+            "network_input": NETWORK_INPUT, "network_frames": MAX_FRAMES,
+            "min_dates": MIN_DATES}
 
 
 def software(options: Mapping[str, Any]) -> dict[str, str]:

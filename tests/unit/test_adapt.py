@@ -281,10 +281,11 @@ def test_the_head_pair_fills_with_all_pixels_and_scores_a_twin_trained_outside_t
     from cloudfree.methods._head_stage import head_pair
 
     dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
-    kw = dict(days=days, frame=2, seed=7, max_samples=900)
+    # more samples than pixels outside the union: the filling head has more to learn from
+    kw = dict(days=days, frame=2, seed=7, max_samples=4000)
     filling, scoring = (c[0] for c in head_pair(dn, clear, network, **kw))
     for got, held in ((filling, None), (scoring, exclude)):
-        array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=900,
+        array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=4000,
                                     exclude=held)
         np.testing.assert_allclose(got, array, atol=1e-5)
     assert np.abs(filling - scoring).max() > 1e-3  # two different heads
@@ -303,3 +304,38 @@ def test_the_head_pair_fills_with_all_pixels_and_scores_a_twin_trained_outside_t
     assert np.abs(lazy_scoring - scoring).max() < 1e-3
     np.testing.assert_array_equal(moved_scoring, lazy_scoring)  # the twin never saw them
     assert np.abs(moved_filling - lazy_filling).max() > 0.01
+
+
+@pytest.mark.parametrize("network_input", [True, False])
+def test_the_twin_fills_when_the_tile_has_pixels_to_spare(network_input):
+    """With at least ``max_samples`` candidates outside the held-out union both heads
+    would train on that many: ``head_pair`` trains the twin alone and it fills too, whole
+    and chunked, as ``head_pair_frame`` does on reflectance; the network is an input only
+    when given."""
+    import dask.array as da
+
+    from cloudfree.methods._head_stage import head_pair, twin_fills
+    from cloudfree.methods.generator import head_pair_frame
+    from cloudfree.models.head import training_counts
+
+    dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
+    network = network if network_input else None
+    outside = training_counts(usable[2], exclude)[1]
+    assert 300 < outside < 4000
+    assert twin_fills(training_counts(usable[2], exclude), 300)
+    assert not twin_fills(training_counts(usable[2], exclude), 4000)
+    kw = dict(days=days, frame=2, seed=7, max_samples=300)
+    filling, scoring = (c[0] for c in head_pair(dn, clear, network, **kw))
+    np.testing.assert_array_equal(filling, scoring)
+    array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=300,
+                                exclude=exclude)
+    np.testing.assert_allclose(scoring, array, atol=1e-5)
+    frame_pair = head_pair_frame(refl, days, 2, extra=network, seed=7, max_samples=300)
+    np.testing.assert_array_equal(frame_pair[0], frame_pair[1])
+    np.testing.assert_allclose(frame_pair[1], array, atol=1e-5)
+    with dask.config.set(scheduler="synchronous"):
+        lazy = head_pair(da.from_array(dn, chunks=(-1, -1, 17, 17)),
+                         da.from_array(clear, chunks=(-1, 17, 17)), network, **kw)
+        lazy_filling, lazy_scoring = (c.compute()[0] for c in lazy)
+    np.testing.assert_array_equal(lazy_filling, lazy_scoring)
+    assert np.abs(lazy_scoring - scoring).max() < 1e-3

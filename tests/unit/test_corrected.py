@@ -295,7 +295,7 @@ def test_building_the_graph_computes_nothing():
     forwards = []
     model.register_forward_hook(lambda *args: forwards.append(1))
     out = generator_composite(lazy_refl, lazy_clear, model=model, resources=None, halo_px=4,
-                              sigmas_px=SMALL_SIGMAS)
+                              sigmas_px=SMALL_SIGMAS, with_network=True)
     assert reads == [] and forwards == []
     with dask.config.set(scheduler="synchronous"):
         out.compute()

@@ -178,10 +178,10 @@ def test_lazy_network_sees_the_same_frames_in_every_chunk(model_and_card):
     values[[1, 9], :, :90] = np.nan
     reflectance, clear = reflectance_cube(values, days, bands=BANDS)
     eager = generator_composite(reflectance, clear, model=model, card=card, tile_px=4096,
-                                sigmas_px=SMALL_SIGMAS)
+                                sigmas_px=SMALL_SIGMAS, with_network=True)
     lazy = generator_composite(reflectance.chunk({"y": 40, "x": 40}),
                                clear.chunk({"y": 40, "x": 40}), model=model, card=card,
-                               tile_px=48, resources=None, sigmas_px=SMALL_SIGMAS)
+                               tile_px=48, resources=None, sigmas_px=SMALL_SIGMAS, with_network=True)
     with dask.config.set(scheduler="synchronous"):
         computed = lazy.compute()
     refl_diff = np.abs(computed["reflectance"].values.astype(int) - eager["reflectance"].values)
@@ -310,15 +310,26 @@ def test_gpu_annotation_in_graph(model_and_card):
     values, days = _series(n_dates=2, height=32, width=32, seed=4)
     reflectance, clear = reflectance_cube(values, days, bands=BANDS)
     out = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}), model=model,
-                              card=card, tile_px=16, resources={"GPU": 1})
+                              card=card, tile_px=16, resources={"GPU": 1}, with_network=True)
     layers = out["reflectance"].data.__dask_graph__().layers
     annotated = [name for name, layer in layers.items()
                  if (layer.annotations or {}).get("resources") == {"GPU": 1}]
     assert any(name.startswith("generator-block") for name in annotated)
     plain = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}),
-                                model=model, card=card, tile_px=16, resources=None)
+                                model=model, card=card, tile_px=16, resources=None, with_network=True)
     assert not any((layer.annotations or {}).get("resources")
                    for layer in plain["reflectance"].data.__dask_graph__().layers.values())
+    # without the network (the default) the head's trainings and predictions, torch both,
+    # carry the annotation
+    headed = generator_composite(reflectance.chunk({"y": 16}), clear.chunk({"y": 16}),
+                                 model=model, card=card, tile_px=16, resources={"GPU": 1})
+    layers = headed["reflectance"].data.__dask_graph__().layers
+    annotated = [name for name, layer in layers.items()
+                 if (layer.annotations or {}).get("resources") == {"GPU": 1}]
+    assert any(name.startswith("apply_pair_block") for name in annotated)
+    assert any(name.startswith(("_filling_block", "_train_block")) for name in annotated)
+    assert not any(name.startswith("_samples_block") for name in annotated)
+    assert not any(name.startswith("generator-block") for name in layers)
 
 
 def test_gpu_tasks_land_on_the_gpu_worker(model_and_card):
@@ -335,15 +346,25 @@ def test_gpu_tasks_land_on_the_gpu_worker(model_and_card):
             Client(cluster) as client:
         out = generator_composite(reflectance.chunk({"y": 16, "x": 16}),
                                   clear.chunk({"y": 16, "x": 16}), model=model, card=card,
-                                  tile_px=16)  # resources="auto": gpu_resources(client)
+                                  tile_px=16, with_network=True)  # resources="auto": gpu_resources(client)
         with distributed.get_task_stream(client) as stream, \
                 dask.config.set(inference.COMPUTE_CONFIG):
             result = out.compute()
         gpu_address = next(addr for addr, info in client.scheduler_info()["workers"].items()
                            if info.get("resources", {}).get("GPU"))
         blocks = [task for task in stream.data if "generator-block" in str(task["key"])]
+        # without the network (the default): the head's trainings and predictions
+        headed = generator_composite(reflectance.chunk({"y": 16, "x": 16}),
+                                     clear.chunk({"y": 16, "x": 16}), model=model, card=card,
+                                     tile_px=16)
+        with distributed.get_task_stream(client) as stream, \
+                dask.config.set(inference.COMPUTE_CONFIG):
+            headed.compute()
+        torch_tasks = [task for task in stream.data if str(task["key"]).startswith(
+            ("('apply_pair_block", "_train_block", "_filling_block"))]
     assert blocks and all(task["worker"] == gpu_address for task in blocks)
     assert result["fill"].shape == (48, 48)
+    assert len(torch_tasks) >= 3 and all(t["worker"] == gpu_address for t in torch_tasks)
 
 
 def test_graph_keys_depend_on_the_input():
@@ -365,8 +386,8 @@ def test_graph_keys_depend_on_the_input():
 
     clear = xr.DataArray(da.from_array(rng.random((3, 16, 16)) > 0.3, chunks=(3, 8, 8)),
                          dims=("time", "y", "x"))
-    a = generator_composite(cube(1), clear, model=model, resources=None, halo_px=4)
-    b = generator_composite(cube(2), clear, model=model, resources=None, halo_px=4)
+    a = generator_composite(cube(1), clear, model=model, resources=None, halo_px=4, with_network=True)
+    b = generator_composite(cube(2), clear, model=model, resources=None, halo_px=4, with_network=True)
     keys_a = set(a["reflectance"].data.__dask_graph__().layers)
     keys_b = set(b["reflectance"].data.__dask_graph__().layers)
     blocks_a = {k for k in keys_a if k.startswith("generator-block")}
