@@ -148,7 +148,9 @@ TASK_STAGES: tuple[tuple[str, str, str], ...] = (
     ("features_block", "head", "steps"),
     ("samples_block", "head", "steps"),
     ("train_block", "head", "steps"),
+    ("filling_block", "head", "steps"),
     ("apply_block", "head", "steps"),
+    ("apply_pair_block", "head", "steps"),
     ("sums_block", "correction", "steps"),
     ("corrected_block", "correction", "steps"),
 )
