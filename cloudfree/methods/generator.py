@@ -424,11 +424,11 @@ def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: 
     padded, (h, w) = _pad(hidden, model.downsample_factor)
     import torch
 
-    from cloudfree.models.head import one_thread
+    from cloudfree.models.head import torch_threads
     from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     inputs = prepare_inputs(padded, days, band_names, card)
-    with torch.no_grad(), one_thread():  # the same result whatever the thread count
+    with torch.no_grad(), torch_threads():  # the same result whatever the thread count
         out = model(**inputs)
     return restore_outputs(out, band_names, card)[target, :, :h, :w]
 

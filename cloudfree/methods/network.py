@@ -55,14 +55,14 @@ def network_residual(model: Generator, card: ModelCard, series: np.ndarray, days
 
     from cloudfree.methods.generator import _pad, select_frames
     from cloudfree.models.generator import temporal_prior
-    from cloudfree.models.head import one_thread
+    from cloudfree.models.head import torch_threads
     from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     frames = select_frames(series, days, target, max_frames)
     local = int(np.flatnonzero(frames == target)[0])
     padded, (h, w) = _pad(series[frames], model.downsample_factor)
     inputs = prepare_inputs(padded, days[frames], band_names, card)
-    with torch.no_grad(), one_thread():  # the same result whatever the thread count
+    with torch.no_grad(), torch_threads():  # the same result whatever the thread count
         generated = model.generate(**inputs)
         present = inputs["band_present"][:, None, :, None, None]
         prior = temporal_prior(inputs["values"] * present * inputs["clear"][:, :, None],

@@ -95,23 +95,29 @@ MIN_SAMPLES = 50
 HALO_PX = 1
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's CPU kernels on one intra-op thread (the count before is restored after).
+#: torch CPU threads of the head's training: a fixed count, whatever the machine's.
+#: torch splits a CPU kernel's work by the thread count, and its result changes with the
+#: count in the last bit (sums reduced in another order); the head's full-batch steps
+#: amplify such a change to about 1e-2 of reflectance in its prediction (the generator's
+#: scores moved by up to 0.06 dB between machines that ran it on their own counts). At a
+#: fixed count a training is the same bit for bit on any machine (of one kind of CPU). Two,
+#: not one: the training is one task that the rest of the tile waits on, and on two
+#: threads it took 2.7-3.1 s for 100 steps on 16 000 pairs, against 4.2-4.5 s on one.
+TRAIN_THREADS = 2
 
-    torch splits a CPU kernel's work by the thread count, and its result changes with the
-    count in the last bit (sums reduced in another order; elements that fall in a
-    vectorised body or a scalar tail). The head's full-batch steps amplify such a change to
-    about 1e-2 of reflectance in its prediction, so the generator's scores moved by up to
-    0.06 dB between machines. On one thread a run is the same bit for bit whatever the
-    thread count (on one kind of CPU). The head and one evaluation frame are small: one
-    thread measured 3-4x faster on our busy 2-core machine, not slower.
-    """
+
+@contextlib.contextmanager
+def torch_threads(count: int = 1) -> Iterator[None]:
+    """Run torch's CPU kernels on ``count`` intra-op threads (the count before is restored
+    after): the same result whatever the machine's thread count (see
+    :data:`TRAIN_THREADS`). One, the default, for the head's predictions and one
+    evaluation frame: they are small and run beside other chunks' tasks, and one thread
+    measured 3-4x faster on our busy 2-core machine, not slower."""
     before = torch.get_num_threads()
-    if before == 1:
+    if before == count:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -122,6 +128,7 @@ def head_parameters() -> dict[str, Any]:
     """The head's settings, for ``processing:*`` of the items it made."""
     return {"input_dates": FEATURE_FRAMES, "min_clear": MIN_CLEAR, "hidden": HIDDEN,
             "kernel_px": 2 * HALO_PX + 1, "steps": STEPS, "learning_rate": LEARNING_RATE,
+            "train_threads": TRAIN_THREADS,
             "schedule": SCHEDULE, "warmup": WARMUP, "weight_decay": WEIGHT_DECAY,
             "max_samples": MAX_SAMPLES,
             "loss": "L1 on the target date's clear pixels (its scoring twin: those outside "
@@ -369,11 +376,11 @@ def fit_head(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, see
              steps: int | None = None, device: str = "cpu") -> SeriesHead | None:
     """Train a :class:`SeriesHead` on the pairs of :func:`samples` (L1 on ``prior + head``
     against ``observed``; ``steps`` full-batch steps, default :data:`STEPS`). ``None``
-    with fewer than :data:`MIN_SAMPLES` pairs. On one CPU thread (:func:`one_thread`):
-    the same head whatever the thread count."""
+    with fewer than :data:`MIN_SAMPLES` pairs. On :data:`TRAIN_THREADS` CPU threads
+    (:func:`torch_threads`): the same head whatever the machine's thread count."""
     if len(inputs) < MIN_SAMPLES:
         return None
-    with one_thread():
+    with torch_threads(TRAIN_THREADS):
         return _fit(inputs, prior, observed, seed=seed, steps=STEPS if steps is None else steps,
                     device=device)
 
@@ -398,16 +405,47 @@ def _fit(inputs: np.ndarray, prior: np.ndarray, observed: np.ndarray, *, seed: i
     with torch.no_grad():
         z = head._first(x)[0].flatten(1).contiguous()
     del x, centre
-    optimiser = torch.optim.AdamW(head.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    for rate in learning_rates(steps):
-        for group in optimiser.param_groups:
-            group["lr"] = float(rate)
+    params = [p for p in head.parameters() if p.requires_grad]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    for step, rate in enumerate(learning_rates(steps), start=1):
+        for p in params:
+            p.grad = None
         out = base + head.forward_standardised(z)
         loss = (out - target).abs().mean()
-        optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
-        optimiser.step()
+        adamw_step(params, moments, step=step, lr=float(rate))
     return head.cpu().eval()
+
+
+#: AdamW's moment decays and epsilon (torch's defaults).
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+
+
+@torch.no_grad()
+def adamw_step(params: Sequence[torch.Tensor],
+               moments: Sequence[tuple[torch.Tensor, torch.Tensor]], *, step: int,
+               lr: float, weight_decay: float = WEIGHT_DECAY) -> None:
+    """One AdamW update of ``params`` in place from their ``.grad`` (``moments``: each
+    parameter's running first and second moments, updated too; ``step`` counts from 1).
+
+    The operations, in order, of ``torch.optim.AdamW``'s single-tensor update (what it
+    runs on CPU), so on CPU the result is the same bit for bit
+    (``tests/unit/test_head.py``). Not ``torch.optim`` itself: its first ``step()`` imports
+    ``torch._dynamo``, 2.6 s on our machine, on the critical path of every mosaic's first
+    tile (the head trains in one task that the rest waits on)."""
+    beta1, beta2 = BETAS
+    correction1 = 1 - beta1 ** step
+    correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    for param, (mean, square) in zip(params, moments, strict=True):
+        grad = param.grad
+        if grad is None:
+            continue
+        param.mul_(1 - lr * weight_decay)
+        mean.lerp_(grad, 1 - beta1)
+        square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denominator = (square.sqrt() / correction2_sqrt).add_(EPS)
+        param.addcdiv_(mean, denominator, value=-(lr / correction1))
 
 
 def _set_reference(head: SeriesHead, centre: torch.Tensor, *, seed: int) -> None:
@@ -432,7 +470,7 @@ def predict(head: SeriesHead | None, feats: np.ndarray, prior: np.ndarray) -> Fl
     if head is None:
         return prior.astype(np.float32)
     padded = np.pad(feats, ((0, 0), (HALO_PX, HALO_PX), (HALO_PX, HALO_PX)), mode="reflect")
-    with torch.inference_mode(), one_thread():
+    with torch.inference_mode(), torch_threads():
         residual = head(torch.from_numpy(np.ascontiguousarray(padded))[None])[0]
         residual = torch.clamp(residual, head.low[:, None, None], head.high[:, None, None])
         centre = torch.from_numpy(feats.reshape(len(feats), -1).T)

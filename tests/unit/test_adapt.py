@@ -125,6 +125,37 @@ def test_patches_and_convolution_agree():
     np.testing.assert_allclose(pairs.T.reshape(2, 12, 15), image, atol=1e-5)
 
 
+def test_the_adamw_step_is_torchs_bit_for_bit():
+    """The head's own AdamW update (no torch.optim, whose first step imports dynamo) is
+    torch's: the same parameters after steps at a changing learning rate, exactly."""
+    import torch
+
+    torch.manual_seed(0)
+    ours, theirs = adapt.SeriesHead(5, 2), adapt.SeriesHead(5, 2)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(300, 45)
+    target = torch.randn(300, 2)
+    reference = torch.optim.AdamW(theirs.parameters(), lr=1.0,
+                                  weight_decay=adapt.WEIGHT_DECAY)
+    params = list(ours.parameters())
+    before = [p.detach().clone() for p in params]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    with adapt.torch_threads():
+        for step, rate in enumerate(adapt.learning_rates(12), start=1):
+            for group in reference.param_groups:
+                group["lr"] = float(rate)
+            reference.zero_grad(set_to_none=True)
+            (theirs.forward_standardised(x) - target).abs().mean().backward()
+            reference.step()
+            for p in params:
+                p.grad = None
+            (ours.forward_standardised(x) - target).abs().mean().backward()
+            adapt.adamw_step(params, moments, step=step, lr=float(rate))
+    assert not any(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    for mine, torchs in zip(params, theirs.parameters(), strict=True):
+        assert torch.equal(mine, torchs)
+
+
 @pytest.mark.parametrize("chunk", [17])
 def test_chunked_head_equals_whole(chunk):
     """One head per tile, trained on the same pairs in the same order: the chunked
