@@ -76,9 +76,9 @@ HELD_OUT_MASKS = 4
 DEPTH_PX = kernel_radius(max(SIGMAS_PX))
 SELECTION = ("per tile, by self-validation: the cloud masks of the tile's other partly "
              "cloudy dates (5-80 % cloud; else seeded discs) pasted onto the target date's "
-             "clear pixels; the (candidate, sigma) that best predicts them is used, unless it beats "
-             "the default (the first candidate, the widest sigma) by less than 5 % of "
-             "squared error")
+             "clear pixels; each candidate's sigma is the widest unless another beats it by 5 % "
+             "or more of squared error on them, and the first candidate is used unless another "
+             "(at its sigma) beats it by 5 % or more")
 
 
 def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float], seed: int,

@@ -188,20 +188,34 @@ CHOICE_MARGIN = 0.05
 
 def best_pair(errors: np.ndarray, sigmas: Sequence[float] = SIGMAS_PX) -> tuple[int, float]:
     """``(candidate index, sigma)`` as the self-validation picks from a (candidates, sigmas)
-    table of held-out squared errors: the least error, unless it is within
-    :data:`CHOICE_MARGIN` of the default pair's (the first candidate with any error, the
-    widest sigma). A candidate whose errors are all 0 (no usable held-out mask) never
+    table of held-out squared errors, each choice with the margin :data:`CHOICE_MARGIN`:
+
+    - *the width of each candidate*: its widest sigma, unless another of its sigmas has at
+      least that share less error (then the least);
+    - *the candidate*: the first one with any error, unless another has (at its width) at
+      least that share less error than it (then the one with the least).
+
+    So a candidate's width is the one it would get alone (a tile whose second candidate
+    wins corrects it exactly as a method with that candidate alone would), and near-ties
+    keep the defaults. A candidate whose errors are all 0 (no usable held-out mask) never
     wins; with none usable: the first candidate, the widest sigma."""
     table = np.asarray(errors, np.float64)
     usable = [index for index, row in enumerate(table) if row.any()]
     if not usable:
         return 0, float(sigmas[-1])
-    default = (usable[0], len(sigmas) - 1)
-    best = min(((index, int(np.argmin(table[index]))) for index in usable),
-               key=lambda pair: table[pair])
-    if table[best] < (1.0 - CHOICE_MARGIN) * table[default]:
-        return best[0], float(sigmas[best[1]])
-    return default[0], float(sigmas[default[1]])
+    widths = {index: _margin_choice(table[index]) for index in usable}
+    first = usable[0]
+    best = min(usable, key=lambda index: table[index, widths[index]])
+    if table[best, widths[best]] < (1.0 - CHOICE_MARGIN) * table[first, widths[first]]:
+        return best, float(sigmas[widths[best]])
+    return first, float(sigmas[widths[first]])
+
+
+def _margin_choice(errors: np.ndarray) -> int:
+    """The index of the last (widest) entry of ``errors``, unless the least has at least
+    :data:`CHOICE_MARGIN` less; then the least's."""
+    least = int(np.argmin(errors))
+    return least if errors[least] < (1.0 - CHOICE_MARGIN) * errors[-1] else len(errors) - 1
 
 
 def correct(predicted: np.ndarray, observed: np.ndarray, visible: np.ndarray,

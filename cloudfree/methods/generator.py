@@ -49,6 +49,10 @@ from cloudfree.methods.corrected import (
     correction_parameters,
 )
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
+from cloudfree.methods.interpolate_corrected import (
+    interpolation_candidate,
+    interpolation_candidates,
+)
 from cloudfree.models.inference import (
     DEFAULT_BATCH,
     DEFAULT_TILE_PX,
@@ -161,11 +165,17 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
 
 def correct_pair(observed: np.ndarray, usable: np.ndarray, filling: np.ndarray,
                  scoring: np.ndarray, *, frame: int, seed: int = 0,
-                 sigmas: Sequence[float] = SIGMAS_PX) -> tuple[np.ndarray, int, float]:
+                 sigmas: Sequence[float] = SIGMAS_PX, prior: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, int, float]:
     """:func:`cloudfree.methods.corrected.correct_frame` choosing the width on ``scoring``
-    and correcting ``filling`` (C, H, W) with it: ``(filled, index, sigma)``."""
-    return correct_frame(observed, usable, filling[None], frame=frame, seed=seed, sigmas=sigmas,
-                         scoring=scoring[None])
+    and correcting ``filling`` (C, H, W) with it: ``(filled, index, sigma)``. With ``prior``
+    (C, H, W), it is the second candidate (:data:`PRIOR_CANDIDATE`, index 1), scored as
+    itself."""
+    if prior is None:
+        return correct_frame(observed, usable, filling[None], frame=frame, seed=seed,
+                             sigmas=sigmas, scoring=scoring[None])
+    return correct_frame(observed, usable, np.stack([filling, prior]), frame=frame, seed=seed,
+                         sigmas=sigmas, scoring=np.stack([scoring, prior]))
 
 
 # --------------------------------------------------------------------------- xarray/dask
@@ -224,6 +234,23 @@ HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses t
 #: the ``network`` method.
 NETWORK_INPUT = False
 HEAD_INPUTS = {False: "prior and nearest dates", True: "prior, nearest dates and network"}
+#: The correction's second candidate: the head's own prior, ``interpolate`` (with the
+#: correction, ``interpolate_corrected``). The self-validation keeps the head unless the
+#: prior predicts the held-out pixels with :data:`~cloudfree.methods.correction.CHOICE_MARGIN`
+#: less squared error (the head judged by its twin, out-of-sample like the prior), so where
+#: the head cannot learn (few bands, 8-bit data, a date unlike its neighbours) the generator
+#: does not fall below its prior; decided on visible pixels only.
+PRIOR_CANDIDATE = "interpolate: linear in time from the other dates"
+
+
+def _with_prior(head: Any, prior: Any) -> Any:
+    """(1, C, H, W) head prediction and (1, C, H, W) prior -> the (2, C, H, W) candidates."""
+    if hasattr(head, "dask") or hasattr(prior, "dask"):
+        import dask.array as da
+
+        return da.concatenate([da.asarray(head), da.asarray(prior).rechunk(
+            (1, *da.asarray(head).chunks[1:]))], axis=0)
+    return np.concatenate([head, prior])
 
 
 #: The widest spatial chunk the generator's stages run on. The head's features and its
@@ -365,10 +392,13 @@ def mosaic(
     # clear pixel fills, or the twin itself on a tile with clear pixels to spare
     filling, scoring = head_pair(refl_data, clear_data, network, days=days, frame=frame,
                                  nodata=nodata, seed=seed, resources=annotations)
-    stacked, choice = correct_stack(refl_data, clear_data, filling, frame=frame,
-                                    day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
-                                    seed=seed, sigmas=sigmas_px, scoring=scoring)
-    names = [f"test-time head: {HEAD_INPUTS[with_network]} -> target date"]
+    prior = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
+                                     nodata=nodata)
+    stacked, choice = correct_stack(refl_data, clear_data, _with_prior(filling, prior),
+                                    frame=frame, day=float(days[frame]), nodata=nodata,
+                                    fill=FILL_GENERATED, seed=seed, sigmas=sigmas_px,
+                                    scoring=_with_prior(scoring, prior))
+    names = [f"test-time head: {HEAD_INPUTS[with_network]} -> target date", PRIOR_CANDIDATE]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
         "model_version": str(getattr(meta_card, "version", "unversioned")),
@@ -460,13 +490,15 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
         return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
                                             ).astype(np.float32))
     usable = np.isfinite(series).all(axis=1)
-    filling, scoring = (fill_with_series_median(a, series) for a in
-                        head_pair_frame(series, days, target, extra=generated, seed=seed))
+    prior = interpolation_candidate(series, usable, days, target)
+    filling, scoring, prior = (fill_with_series_median(a, series) for a in
+                               (*head_pair_frame(series, days, target, extra=generated,
+                                                 seed=seed), prior))
     observed = np.asarray(series[target], np.float64)
     filled, index, sigma = correct_pair(observed, usable, filling, scoring, frame=target,
-                                        seed=seed)
-    half_width = interval_frame(observed, usable, scoring[None], frame=target, index=index,
-                                sigma=sigma, seed=seed)
+                                        seed=seed, prior=prior)
+    half_width = interval_frame(observed, usable, np.stack([scoring, prior]), frame=target,
+                                index=index, sigma=sigma, seed=seed)
     return Reconstruction(np.nan_to_num(filled).astype(np.float32),
                           np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))
 

@@ -91,3 +91,57 @@ def test_generator_beats_the_best_non_learned_method_on_real_l1c_case():
     assert by_method["generator"]["ssim"] >= best["ssim"]
     # the network alone, without the correction, must still beat plain interpolation
     assert by_method["generator_no_tta"]["psnr"] > by_method["interpolate"]["psnr"]
+
+
+def test_each_width_and_the_candidate_are_chosen_with_the_margin():
+    """A candidate's width is the one it would get alone (its widest, unless another is 5 %
+    better); the first candidate stays unless another, at its width, is 5 % better."""
+    from cloudfree.methods.correction import best_pair
+
+    sigmas = (4.0, 8.0, 16.0, 32.0)
+    near_ties = [1.0, 0.97, 0.99, 1.0]  # 3 % at best: the widest
+    assert best_pair(np.array([near_ties]), sigmas) == (0, 32.0)
+    assert best_pair(np.array([[0.9, 1.0, 1.0, 1.0]]), sigmas) == (0, 4.0)
+    # the second candidate: 4 px by its own margin, and 15 % below the first's widest
+    assert best_pair(np.array([near_ties, [0.85, 0.95, 0.96, 0.95]]), sigmas) == (1, 4.0)
+    # 3 % below the first: the first stays, at its own width
+    assert best_pair(np.array([near_ties, [0.99, 0.98, 0.97, 0.97]]), sigmas) == (0, 32.0)
+    # no usable held-out mask for the first: the second is the default
+    assert best_pair(np.array([[0.0] * 4, near_ties]), sigmas) == (1, 32.0)
+
+
+def _cloudy_target(size=48):
+    """A series whose target date (2) carries a fine pattern no other date shows."""
+    case = small_case(size=size, n_dates=8, seed=3)
+    case.bands[2] += 0.05 * (np.random.default_rng(1).random((size, size)) < 0.5)
+    series = np.where(case.cloud_mask[:, None], np.nan, case.bands).astype(np.float32)
+    days = np.array([np.datetime64(d, "D").astype(np.int64) for d in case.dates], np.float64)
+    return series, days, case.bands[2].astype(np.float64)
+
+
+@pytest.mark.parametrize("head_kind", ["noise", "oracle"])
+def test_a_head_worse_than_its_prior_gives_way_to_interpolate_corrected(head_kind):
+    """Point 3 of issue 15: where the head cannot learn, the self-validation (visible pixels
+    only) picks the prior, and the generator's frame is interpolate_corrected's exactly;
+    a head that predicts the target well is kept."""
+    from cloudfree.methods import interpolate_corrected
+    from cloudfree.methods.correction import fill_with_series_median
+    from cloudfree.methods.generator import correct_pair
+    from cloudfree.methods.interpolate_corrected import interpolation_candidate
+
+    series, days, truth = _cloudy_target()
+    usable = np.isfinite(series).all(axis=1)
+    assert (~usable[2]).any() and usable[2].any()
+    prior = fill_with_series_median(interpolation_candidate(series, usable, days, 2), series)
+    noise = np.random.default_rng(0).normal(0.0, 0.05, prior.shape).astype(np.float32)
+    # (an exact oracle would have no held-out error at all, which reads as no usable mask)
+    head = prior + noise if head_kind == "noise" else (truth + noise / 25).astype(np.float32)
+    observed = np.asarray(series[2], np.float64)
+    filled, index, _ = correct_pair(observed, usable, head, head, frame=2, prior=prior)
+    if head_kind == "oracle":
+        assert index == 0
+        assert np.abs(filled - truth).max() < 0.02
+        return
+    assert index == 1
+    expected = interpolate_corrected.evaluate(series, days, 2).values
+    np.testing.assert_array_equal(np.nan_to_num(filled).astype(np.float32), expected)

@@ -296,6 +296,14 @@ def test_lazy_equals_eager_and_matches_composite_schema(model_and_card, one_torc
     assert refl_diff.max() <= 1
     assert computed.attrs["method"] == "generator" and "model_version" in computed.attrs["parameters"]
     assert computed.attrs["parameters"]["sigmas_px"] == list(SMALL_SIGMAS)
+    # the head, then its prior (the fallback where the head cannot learn), by name
+    from cloudfree.methods.corrected import record_choice
+    from cloudfree.methods.generator import PRIOR_CANDIDATE
+
+    recorded = record_choice(computed).attrs["parameters"]
+    assert recorded["candidates"][1] == PRIOR_CANDIDATE
+    assert recorded["candidates"][0].startswith("test-time head")
+    assert recorded["chosen_candidate"] in recorded["candidates"]
     # observed pixels of the target frame keep their DN
     frame = inference.nearest_frame(days, (days.min() + days.max()) / 2)
     observed = clear.values[frame]
