@@ -83,18 +83,28 @@ class _GaussianBank:
     def filtered(self, image: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """A (H, W) image filtered at every sigma: (len(sigmas), H, W) float64, or at the
         pixels ``where`` (H, W) only: (len(sigmas), n). One image at a time, so that the
-        transient memory is a few padded copies of one image, not of a stack."""
+        transient memory is a few padded copies of one image, not of a stack.
+
+        With ``where``, the inverse transform is ``irfft2``'s two passes, the second
+        (along rows) only for the rows holding a pixel of ``where``: a held-out mask spans
+        a fraction of a chunk's rows, and the padding's are never wanted (measured on a
+        640 px chunk: 65 ms a filtering, against 106 ms through ``irfft2``)."""
         from scipy import fft
 
         pad, (h, w) = self.pad, self.shape
         padded = np.pad(np.asarray(image, np.float64), pad, mode="symmetric")  # = reflect
         spectrum = fft.rfft2(padded, s=self.size)
         del padded
-        count = (h, w) if where is None else (int(np.count_nonzero(where)),)
-        out = np.empty((len(self.spectra), *count))
+        if where is None:
+            out = np.empty((len(self.spectra), h, w))
+            for i, kernel in enumerate(self.spectra):
+                out[i] = fft.irfft2(spectrum * kernel, s=self.size)[pad:pad + h, pad:pad + w]
+            return out
+        rows = np.flatnonzero(np.any(where, axis=1))
+        out = np.empty((len(self.spectra), int(np.count_nonzero(where))))
         for i, kernel in enumerate(self.spectra):
-            full = fft.irfft2(spectrum * kernel, s=self.size)[pad:pad + h, pad:pad + w]
-            out[i] = full if where is None else full[where]
+            columns = fft.ifft(spectrum * kernel, axis=0)[pad + rows]
+            out[i] = fft.irfft(columns, n=self.size[1], axis=1)[:, pad:pad + w][where[rows]]
         return out
 
 
