@@ -39,6 +39,7 @@ network's prediction, given as one more input, did not improve it.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -106,22 +107,62 @@ HALO_PX = 1
 TRAIN_THREADS = 2
 
 
-@contextlib.contextmanager
-def torch_threads(count: int = 1) -> Iterator[None]:
+class _ThreadGate:
+    """Who runs torch at which thread count: torch's count is the process's (MKL's is
+    global), so a section at one count and a concurrent one at another would change each
+    other's (measured: a head trained beside a one-thread matrix product came out other
+    than alone). Sections at the same count run together; one at another count waits
+    until they are done. The count before the first is restored after the last."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.count = 0
+        self.users = 0
+        self.before = 0
+        self.local = threading.local()
+
+    @contextlib.contextmanager
+    def hold(self, count: int) -> Iterator[None]:
+        if getattr(self.local, "depth", 0):  # nested in this thread: the outer count holds
+            self.local.depth += 1
+            try:
+                yield
+            finally:
+                self.local.depth -= 1
+            return
+        with self.condition:
+            while self.users and self.count != count:
+                self.condition.wait()
+            if not self.users:
+                self.before, self.count = torch.get_num_threads(), count
+                if self.before != count:
+                    torch.set_num_threads(count)
+            self.users += 1
+        self.local.depth = 1
+        try:
+            yield
+        finally:
+            self.local.depth = 0
+            with self.condition:
+                self.users -= 1
+                if not self.users:
+                    if self.before != count:
+                        torch.set_num_threads(self.before)
+                    self.condition.notify_all()
+
+
+_GATE = _ThreadGate()
+
+
+def torch_threads(count: int = 1) -> contextlib.AbstractContextManager[None]:
     """Run torch's CPU kernels on ``count`` intra-op threads (the count before is restored
     after): the same result whatever the machine's thread count (see
-    :data:`TRAIN_THREADS`). One, the default, for the head's predictions and one
-    evaluation frame: they are small and run beside other chunks' tasks, and one thread
-    measured 3-4x faster on our busy 2-core machine, not slower."""
-    before = torch.get_num_threads()
-    if before == count:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    :data:`TRAIN_THREADS`), and whatever runs beside it in other threads of the process
+    (:class:`_ThreadGate`: a section at another count waits). One, the default, for the
+    head's predictions and one evaluation frame: they are small and run beside other
+    chunks' tasks, and one thread measured 3-4x faster on our busy 2-core machine, not
+    slower."""
+    return _GATE.hold(count)
 
 
 def head_parameters() -> dict[str, Any]:

@@ -370,3 +370,41 @@ def test_the_twin_fills_when_the_tile_has_pixels_to_spare(network_input):
         lazy_filling, lazy_scoring = (c.compute()[0] for c in lazy)
     np.testing.assert_array_equal(lazy_filling, lazy_scoring)
     assert np.abs(lazy_scoring - scoring).max() < 1e-3
+
+
+def test_a_training_is_the_same_beside_torch_work_at_another_thread_count():
+    """torch's thread count is the process's: a one-thread task in another thread used to
+    change a head trained on two threads beside it. Now the other waits, and the head is
+    the one trained alone."""
+    import threading
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    # big enough that torch splits the products over its threads
+    inputs = rng.random((8000, 42, 3, 3), dtype=np.float32)
+    prior = rng.random((8000, 6), dtype=np.float32)
+    observed = prior + 0.1 * rng.random((8000, 6), dtype=np.float32)
+
+    def fit():
+        head = adapt.fit_head(inputs, prior, observed, seed=0, steps=40)
+        return torch.cat([p.detach().flatten() for p in head.parameters()])
+
+    alone = fit()
+    done = threading.Event()
+    products = []
+
+    def beside():
+        while not done.is_set():
+            with adapt.torch_threads(1):
+                products.append(torch.mm(torch.rand(500, 500), torch.rand(500, 500)).sum())
+
+    other = threading.Thread(target=beside)
+    other.start()
+    try:
+        with_other = fit()
+    finally:
+        done.set()
+        other.join()
+    assert products  # the other thread did run
+    assert torch.equal(alone, with_other)
