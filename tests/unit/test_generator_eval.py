@@ -84,13 +84,13 @@ L1C = (shared_data_dir() or Path("/nonexistent")) / "s2_slovenia_2015.npz"
 @pytest.mark.skipif(not SHIPPED or not L1C.exists(), reason="needs weights and the real case")
 def test_generator_beats_the_best_non_learned_method_on_real_l1c_case():
     records = evaluate_cases([L1C], ["interpolate", "interpolate_corrected", "generator",
-                                     "generator_no_tta"], seed=0, pastes_per_target=1)
+                                     "network"], seed=0, pastes_per_target=1)
     by_method = {r["method"]: r for r in records}
     best = by_method["interpolate_corrected"]
     assert by_method["generator"]["psnr"] >= best["psnr"] + 1.0
     assert by_method["generator"]["ssim"] >= best["ssim"]
-    # the network alone, without the correction, must still beat plain interpolation
-    assert by_method["generator_no_tta"]["psnr"] > by_method["interpolate"]["psnr"]
+    # the network alone, without head or correction, must not lose to plain interpolation
+    assert by_method["network"]["psnr"] >= by_method["interpolate"]["psnr"]
 
 
 def test_each_width_and_the_candidate_are_chosen_with_the_margin():
