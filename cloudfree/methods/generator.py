@@ -123,10 +123,11 @@ def generator_composite_array(
     else:
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw) if with_network else None
-        filling, scoring = head_pair_frame(values, days, frame, extra=network, seed=seed,
-                                           device=kw.get("device") or default_device())
-        filled, _, _ = correct_pair(values[frame], usable, filling, scoring, frame=frame,
-                                    seed=seed, sigmas=sigmas_px)
+        candidates, scoring = head_and_prior_frame(values, days, frame, extra=network,
+                                                   seed=seed,
+                                                   device=kw.get("device") or default_device())
+        filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
+                                     sigmas=sigmas_px, scoring=scoring)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
     fill = np.select([visible, gap], [FILL_OBSERVED, FILL_NODATA], FILL_GENERATED)
     return Composite(
@@ -163,19 +164,25 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
     return adapted_frame(values, days, frame, **kw), scoring
 
 
-def correct_pair(observed: np.ndarray, usable: np.ndarray, filling: np.ndarray,
-                 scoring: np.ndarray, *, frame: int, seed: int = 0,
-                 sigmas: Sequence[float] = SIGMAS_PX, prior: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, int, float]:
-    """:func:`cloudfree.methods.corrected.correct_frame` choosing the width on ``scoring``
-    and correcting ``filling`` (C, H, W) with it: ``(filled, index, sigma)``. With ``prior``
-    (C, H, W), it is the second candidate (:data:`PRIOR_CANDIDATE`, index 1), scored as
-    itself."""
-    if prior is None:
-        return correct_frame(observed, usable, filling[None], frame=frame, seed=seed,
-                             sigmas=sigmas, scoring=scoring[None])
-    return correct_frame(observed, usable, np.stack([filling, prior]), frame=frame, seed=seed,
-                         sigmas=sigmas, scoring=np.stack([scoring, prior]))
+def head_and_prior_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
+                         extra: np.ndarray | None = None, seed: int = 0, device: str = "cpu",
+                         max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The whole-array :func:`cloudfree.methods._head_stage.head_and_prior`: ``(candidates,
+    scoring)``, each (2, C, H, W): the filling head's prediction and the prior
+    (:data:`PRIOR_CANDIDATE`), and what the self-validation scores for them; NaN filled
+    with the series' median (:func:`fill_with_series_median`). Arguments as
+    :func:`head_pair_frame`."""
+    from cloudfree.methods._head_stage import prior_scoring
+
+    usable = np.isfinite(values).all(axis=1)
+    filling, scoring = head_pair_frame(values, days, frame, extra=extra, seed=seed,
+                                       device=device, max_samples=max_samples)
+    fills = filling is scoring  # the twin fills (head_pair_frame returns it twice)
+    prior = interpolation_candidate(values, usable, days, frame)
+    filling, scoring, prior = (fill_with_series_median(a, values)
+                               for a in (filling, scoring, prior))
+    return (np.stack([filling, prior]),
+            np.stack([scoring, prior_scoring(prior, scoring, fills)]))
 
 
 # --------------------------------------------------------------------------- xarray/dask
@@ -235,22 +242,16 @@ HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses t
 NETWORK_INPUT = False
 HEAD_INPUTS = {False: "prior and nearest dates", True: "prior, nearest dates and network"}
 #: The correction's second candidate: the head's own prior, ``interpolate`` (with the
-#: correction, ``interpolate_corrected``). The self-validation keeps the head unless the
-#: prior predicts the held-out pixels with :data:`~cloudfree.methods.correction.CHOICE_MARGIN`
-#: less squared error (the head judged by its twin, out-of-sample like the prior), so where
-#: the head cannot learn (few bands, 8-bit data, a date unlike its neighbours) the generator
-#: does not fall below its prior; decided on visible pixels only.
+#: correction, ``interpolate_corrected``). On a tile whose scoring twin fills
+#: (:func:`cloudfree.methods._head_stage.twin_fills`: a tile with clear pixels to spare, as a
+#: 1024 px tile is), the self-validation keeps the head unless the prior predicts the
+#: held-out pixels with :data:`~cloudfree.methods.correction.CHOICE_MARGIN` less squared
+#: error, both judged out-of-sample; so where the head cannot learn (few bands, 8-bit data, a
+#: date unlike its neighbours) the generator does not fall below its prior, decided on
+#: visible pixels only. Elsewhere the head stays
+#: (:func:`cloudfree.methods._head_stage.prior_scoring`).
 PRIOR_CANDIDATE = "interpolate: linear in time from the other dates"
 
-
-def _with_prior(head: Any, prior: Any) -> Any:
-    """(1, C, H, W) head prediction and (1, C, H, W) prior -> the (2, C, H, W) candidates."""
-    if hasattr(head, "dask") or hasattr(prior, "dask"):
-        import dask.array as da
-
-        return da.concatenate([da.asarray(head), da.asarray(prior).rechunk(
-            (1, *da.asarray(head).chunks[1:]))], axis=0)
-    return np.concatenate([head, prior])
 
 
 #: The widest spatial chunk the generator's stages run on. The head's features and its
@@ -331,7 +332,7 @@ def mosaic(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.methods._head_stage import head_pair
+    from cloudfree.methods._head_stage import head_and_prior
     from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
@@ -390,14 +391,14 @@ def mosaic(
     # two heads: the scoring twin, trained outside the held-out masks, is what the
     # self-validation scores (width, interval, held-out RMSE); the head trained on every
     # clear pixel fills, or the twin itself on a tile with clear pixels to spare
-    filling, scoring = head_pair(refl_data, clear_data, network, days=days, frame=frame,
-                                 nodata=nodata, seed=seed, resources=annotations)
     prior = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
                                      nodata=nodata)
-    stacked, choice = correct_stack(refl_data, clear_data, _with_prior(filling, prior),
-                                    frame=frame, day=float(days[frame]), nodata=nodata,
-                                    fill=FILL_GENERATED, seed=seed, sigmas=sigmas_px,
-                                    scoring=_with_prior(scoring, prior))
+    candidates, scoring = head_and_prior(refl_data, clear_data, network, prior, days=days,
+                                         frame=frame, nodata=nodata, seed=seed,
+                                         resources=annotations)
+    stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
+                                    day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
+                                    seed=seed, sigmas=sigmas_px, scoring=scoring)
     names = [f"test-time head: {HEAD_INPUTS[with_network]} -> target date", PRIOR_CANDIDATE]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
@@ -471,7 +472,7 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
     through (half-width 0).
 
     ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
-    pixels, then the residual correction (:func:`head_pair_frame`, :func:`correct_pair`):
+    pixels, then the residual correction (:func:`head_and_prior_frame`, :func:`cloudfree.methods.corrected.correct_frame`):
     a head trained on all of them fills; its twin, trained outside the correction's held-out
     masks, chooses the width and calibrates the interval
     (:func:`cloudfree.methods.corrected.interval_frame`) on errors it made out-of-sample. The
@@ -490,15 +491,13 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
         return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
                                             ).astype(np.float32))
     usable = np.isfinite(series).all(axis=1)
-    prior = interpolation_candidate(series, usable, days, target)
-    filling, scoring, prior = (fill_with_series_median(a, series) for a in
-                               (*head_pair_frame(series, days, target, extra=generated,
-                                                 seed=seed), prior))
+    candidates, scoring = head_and_prior_frame(series, days, target, extra=generated,
+                                               seed=seed)
     observed = np.asarray(series[target], np.float64)
-    filled, index, sigma = correct_pair(observed, usable, filling, scoring, frame=target,
-                                        seed=seed, prior=prior)
-    half_width = interval_frame(observed, usable, np.stack([scoring, prior]), frame=target,
-                                index=index, sigma=sigma, seed=seed)
+    filled, index, sigma = correct_frame(observed, usable, candidates, frame=target, seed=seed,
+                                         scoring=scoring)
+    half_width = interval_frame(observed, usable, scoring, frame=target, index=index,
+                                sigma=sigma, seed=seed)
     return Reconstruction(np.nan_to_num(filled).astype(np.float32),
                           np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))
 
