@@ -236,28 +236,29 @@ def head_pair(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, f
     return both[None, :n], both[None, n:]
 
 
-def head_and_prior(reflectance: Any, clear: Any, network: Any, prior: Any, *,
-                   days: np.ndarray, frame: int, nodata: int = 0, seed: int = 0,
-                   max_samples: int = MAX_SAMPLES, device: str | None = None,
-                   masks: int = HELD_OUT_MASKS, resources: dict[str, int] | None = None
-                   ) -> tuple[Any, Any]:
+def head_and_prior(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
+                   frame: int, nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
+                   device: str | None = None, masks: int = HELD_OUT_MASKS,
+                   resources: dict[str, int] | None = None) -> tuple[Any, Any]:
     """``(candidates, scoring)``, each (2, C, H, W) float32, for the correction
     (:func:`cloudfree.methods.corrected.correct_stack`): the filling head of
-    :func:`head_pair` and the ``prior`` (1, C, H, W), and what the self-validation scores
-    for them (:func:`prior_scoring`). Arguments as :func:`head_pair`."""
+    :func:`head_pair` and its prior (the interpolation at the target date from the other
+    dates, as the head's features hold it: ``interpolate_corrected``'s candidate), and what
+    the self-validation scores for them (:func:`prior_scoring`). Arguments as
+    :func:`head_pair`."""
     stage = _HeadStage(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
                        seed=seed, max_samples=max_samples, device=device, masks=masks,
                        resources=resources)
     both = stage.pair()
     n = stage.n_bands
+    prior = stage.prior()
     if not stage.lazy:
-        prior = np.asarray(prior, np.float32)[0]
         scored = prior_scoring(prior, both[n:], twin_fills(stage.counts, max_samples))
         return np.stack([both[:n], prior]), np.stack([both[n:], scored])
     import dask.array as da
     from dask.delayed import delayed
 
-    prior = da.asarray(prior)[0].astype(np.float32).rechunk(both[:n].chunks)
+    prior = prior.rechunk(both[:n].chunks)
     fills = da.from_delayed(delayed(twin_fills, pure=True)(stage.counts, max_samples),
                             shape=(), dtype=bool)
     scored = da.where(fills, prior, both[n:])
@@ -398,6 +399,17 @@ class _HeadStage:
             trained.dask.layers[trained.key].annotations = {"resources": self.resources}
         return da.from_delayed(trained, shape=(head_size(self.n_features, self.n_bands),),
                                dtype=np.float32)
+
+    def prior(self) -> Any:
+        """(C, H, W): the head's prior, from the features' stack (no halo)."""
+        n = self.n_bands
+        if not self.lazy:
+            return np.asarray(_split(self.stack, n)[1], np.float32)
+        import dask.array as da
+
+        return da.overlap.trim_internal(self.stack[-2 * n - 1:-n - 1],
+                                        {0: 0, 1: self.depth[0], 2: self.depth[1]},
+                                        boundary="none")
 
     def pair(self) -> Any:
         """(2 C, H, W): the filling head's prediction, then its scoring twin's

@@ -51,7 +51,6 @@ from cloudfree.methods.corrected import (
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
 from cloudfree.methods.interpolate_corrected import (
     interpolation_candidate,
-    interpolation_candidates,
 )
 from cloudfree.models.inference import (
     DEFAULT_BATCH,
@@ -391,9 +390,7 @@ def mosaic(
     # two heads: the scoring twin, trained outside the held-out masks, is what the
     # self-validation scores (width, interval, held-out RMSE); the head trained on every
     # clear pixel fills, or the twin itself on a tile with clear pixels to spare
-    prior = interpolation_candidates(refl_data, clear_data, days=days, frame=frame,
-                                     nodata=nodata)
-    candidates, scoring = head_and_prior(refl_data, clear_data, network, prior, days=days,
+    candidates, scoring = head_and_prior(refl_data, clear_data, network, days=days,
                                          frame=frame, nodata=nodata, seed=seed,
                                          resources=annotations)
     stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
