@@ -265,7 +265,7 @@ def calibration_histogram(observed: np.ndarray, usable: np.ndarray, candidates: 
             continue
         keep = support & ~held
         if np.isfinite(sigma):
-            error = np.abs(correction.spread(residual, keep, sigma)[:, counted]
+            error = np.abs(correction.spread(residual, keep, sigma, where=counted)
                            - residual[:, counted])
         else:
             error = np.abs(residual[:, counted])

@@ -144,3 +144,23 @@ def test_interpolate_corrected_beats_interpolate_on_real_l1c_case():
     records = evaluate_cases([L1C], ["interpolate", "interpolate_corrected"], seed=0)
     psnr = {r["method"]: r["psnr"] for r in records}
     assert psnr["interpolate_corrected"] >= psnr["interpolate"] + 1.0
+
+
+def test_filtering_at_pixels_far_from_an_edge_pads_only_what_they_need():
+    """At pixels a radius or more inside a side, that side is not padded (a chunk's core
+    inside its halo): the values still equal scipy's on the whole image, near every side
+    and far from all."""
+    rng = np.random.default_rng(5)
+    image = rng.random((150, 170))
+    bank = correction._GaussianBank(image.shape, (2.0, 8.0))  # radius 32
+    boxes = [(slice(32, 150), slice(0, 138)), (slice(0, 118), slice(32, 170)),
+             (slice(40, 100), slice(50, 120)), (slice(0, 150), slice(0, 170))]
+    for box in boxes:
+        where = np.zeros(image.shape, bool)
+        where[box] = rng.random(image[box].shape) < 0.4
+        got = bank.filtered(image, where)
+        for i, sigma in enumerate((2.0, 8.0)):
+            expected = ndimage.gaussian_filter(image, sigma, mode="reflect",
+                                               truncate=correction.TRUNCATE)[where]
+            np.testing.assert_allclose(got[i], expected, rtol=0, atol=1e-12)
+    assert bank.filtered(image, np.zeros(image.shape, bool)).shape == (2, 0)
