@@ -408,3 +408,30 @@ def test_a_training_is_the_same_beside_torch_work_at_another_thread_count():
         other.join()
     assert products  # the other thread did run
     assert torch.equal(alone, with_other)
+
+
+@pytest.mark.parametrize("max_samples", [300, 4000])
+def test_the_prior_is_scored_as_itself_only_where_the_twin_fills(max_samples):
+    """``head_and_prior``: the candidates are the filling head and the head's own prior
+    (interpolation from the other dates); the prior is scored as itself where the twin
+    fills (300: it does), else as the twin (4000), whole and chunked alike."""
+    import dask.array as da
+
+    from cloudfree.methods._head_stage import head_and_prior, head_pair
+    from cloudfree.methods.interpolate_corrected import interpolation_candidates
+
+    dn, clear, _, _, _, _, days = _cube_with_held_out_union()
+    kw = dict(days=days, frame=2, seed=7, max_samples=max_samples)
+    candidates, scoring = head_and_prior(dn, clear, None, **kw)
+    filling, twin = (c[0] for c in head_pair(dn, clear, None, **kw))
+    prior = interpolation_candidates(dn, clear, days=days, frame=2)[0]
+    np.testing.assert_array_equal(candidates[0], filling)
+    np.testing.assert_array_equal(candidates[1], prior)
+    np.testing.assert_array_equal(scoring[0], twin)
+    np.testing.assert_array_equal(scoring[1], prior if max_samples == 300 else twin)
+    with dask.config.set(scheduler="synchronous"):
+        lazy = head_and_prior(da.from_array(dn, chunks=(-1, -1, 17, 17)),
+                              da.from_array(clear, chunks=(-1, 17, 17)), None, **kw)
+        lazy_candidates, lazy_scoring = (c.compute() for c in lazy)
+    np.testing.assert_array_equal(lazy_candidates[1], prior)
+    assert np.abs(lazy_scoring - scoring).max() < 1e-3
