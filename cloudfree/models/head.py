@@ -38,6 +38,7 @@ network's prediction, given as one more input, did not improve it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -112,7 +113,9 @@ class _ThreadGate:
     global), so a section at one count and a concurrent one at another would change each
     other's (measured: a head trained beside a one-thread matrix product came out other
     than alone). Sections at the same count run together; one at another count waits
-    until they are done. The count before the first is restored after the last."""
+    until they are done, and sections enter in the order they came (a stream of short
+    sections at one count starved a training at another). The count before the first is
+    restored after the last."""
 
     def __init__(self) -> None:
         self.condition = threading.Condition()
@@ -120,6 +123,7 @@ class _ThreadGate:
         self.users = 0
         self.before = 0
         self.local = threading.local()
+        self.queue: collections.deque[object] = collections.deque()
 
     @contextlib.contextmanager
     def hold(self, count: int) -> Iterator[None]:
@@ -130,14 +134,20 @@ class _ThreadGate:
             finally:
                 self.local.depth -= 1
             return
+        ticket = object()
         with self.condition:
-            while self.users and self.count != count:
+            # first come, first served: a section at the running count does not overtake
+            # one waiting for another count (it would starve behind a stream of them)
+            self.queue.append(ticket)
+            while self.queue[0] is not ticket or (self.users and self.count != count):
                 self.condition.wait()
+            self.queue.popleft()
             if not self.users:
                 self.before, self.count = torch.get_num_threads(), count
                 if self.before != count:
                     torch.set_num_threads(count)
             self.users += 1
+            self.condition.notify_all()  # the next in line may join at the same count
         self.local.depth = 1
         try:
             yield
