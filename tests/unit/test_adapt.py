@@ -395,9 +395,9 @@ def test_a_training_is_the_same_beside_torch_work_at_another_thread_count():
     products = []
 
     def beside():
-        while not done.is_set():
+        while not done.is_set() and len(products) < 100_000:  # bounded, whatever happens
             with adapt.torch_threads(1):
-                products.append(torch.mm(torch.rand(500, 500), torch.rand(500, 500)).sum())
+                products.append(float(torch.mm(torch.rand(500, 500), torch.rand(500, 500)).sum()))
 
     other = threading.Thread(target=beside)
     other.start()
