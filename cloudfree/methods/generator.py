@@ -452,7 +452,7 @@ def generate_frame(model: Generator, card: ModelCard, series: np.ndarray, days: 
     padded, (h, w) = _pad(hidden, model.downsample_factor)
     import torch
 
-    from cloudfree.models.head import torch_threads
+    from cloudfree.models.threads import torch_threads
     from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     inputs = prepare_inputs(padded, days, band_names, card)

@@ -55,7 +55,7 @@ def network_residual(model: Generator, card: ModelCard, series: np.ndarray, days
 
     from cloudfree.methods.generator import _pad, select_frames
     from cloudfree.models.generator import temporal_prior
-    from cloudfree.models.head import torch_threads
+    from cloudfree.models.threads import torch_threads
     from cloudfree.models.weights import prepare_inputs, restore_outputs
 
     frames = select_frames(series, days, target, max_frames)
