@@ -239,13 +239,14 @@ def head_pair(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray, f
 def head_and_prior(reflectance: Any, clear: Any, network: Any, *, days: np.ndarray,
                    frame: int, nodata: int = 0, seed: int = 0, max_samples: int = MAX_SAMPLES,
                    device: str | None = None, masks: int = HELD_OUT_MASKS,
-                   resources: dict[str, int] | None = None) -> tuple[Any, Any]:
-    """``(candidates, scoring)``, each (2, C, H, W) float32, for the correction
-    (:func:`cloudfree.methods.corrected.correct_stack`): the filling head of
-    :func:`head_pair` and its prior (the interpolation at the target date from the other
-    dates, as the head's features hold it: ``interpolate_corrected``'s candidate), and what
-    the self-validation scores for them (:func:`prior_scoring`). Arguments as
-    :func:`head_pair`."""
+                   resources: dict[str, int] | None = None) -> tuple[Any, Any, Any]:
+    """``(candidates, scoring, fills)`` for the correction
+    (:func:`cloudfree.methods.corrected.correct_stack`): each (2, C, H, W) float32, the
+    filling head of :func:`head_pair` and its prior (the interpolation at the target date
+    from the other dates, as the head's features hold it: ``interpolate_corrected``'s
+    candidate), and what the self-validation scores for them (:func:`prior_scoring`);
+    ``fills``, whether the scored twin is the head that fills (:func:`twin_fills`; a lazy
+    0-d bool when lazy), the correction's ``select_level``. Arguments as :func:`head_pair`."""
     stage = _HeadStage(reflectance, clear, network, days=days, frame=frame, nodata=nodata,
                        seed=seed, max_samples=max_samples, device=device, masks=masks,
                        resources=resources)
@@ -253,8 +254,9 @@ def head_and_prior(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
     n = stage.n_bands
     prior = stage.prior()
     if not stage.lazy:
-        scored = prior_scoring(prior, both[n:], twin_fills(stage.counts, max_samples))
-        return np.stack([both[:n], prior]), np.stack([both[n:], scored])
+        fills = twin_fills(stage.counts, max_samples)
+        scored = prior_scoring(prior, both[n:], fills)
+        return np.stack([both[:n], prior]), np.stack([both[n:], scored]), fills
     import dask.array as da
     from dask.delayed import delayed
 
@@ -262,7 +264,7 @@ def head_and_prior(reflectance: Any, clear: Any, network: Any, *, days: np.ndarr
     fills = da.from_delayed(delayed(twin_fills, pure=True)(stage.counts, max_samples),
                             shape=(), dtype=bool)
     scored = da.where(fills, prior, both[n:])
-    return da.stack([both[:n], prior]), da.stack([both[n:], scored])
+    return da.stack([both[:n], prior]), da.stack([both[n:], scored]), fills
 
 
 def prior_scoring(prior: np.ndarray, twin: np.ndarray, fills: bool) -> np.ndarray:

@@ -88,7 +88,8 @@ def correction_parameters(candidates: Sequence[str], *, sigmas: Sequence[float],
             "sigma_selection": SELECTION, "held_out_masks": int(masks), "seed": int(seed),
             "interval": {"coverage": COVERAGE, "calibration": INTERVAL_CALIBRATION,
                          "error_bins_per_decade": ERROR_BINS_PER_DECADE,
-                         "distance_edges_px": list(DISTANCE_EDGES_PX)}}
+                         "distance_edges_px": list(DISTANCE_EDGES_PX),
+                         "level_selection": LEVEL_SELECTION, "levels": list(LEVELS)}}
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
@@ -209,12 +210,19 @@ DISTANCE_EDGES_PX = (4.0, 16.0, 64.0)
 #: A (band, distance) bin needs this many held-out pixels for its own quantile; with
 #: fewer it pools its neighbouring distance bins (then all bands).
 MIN_CALIBRATION = 100
+#: The quantile levels a tile's interval may be stated at (:func:`interval_level`): 0.900 to
+#: 0.990 in steps of 0.005. Never below the nominal :data:`COVERAGE`.
+LEVELS = tuple(round(0.9 + 0.005 * k, 3) for k in range(19))
+LEVEL_SELECTION = ("per tile, cross-validated across the held-out masks: the lowest level of "
+                   "0.900, 0.905 ... 0.990 whose interval, calibrated on the other masks, "
+                   "holds 90 % of each mask's own pixels, pooled; 0.9 where the scored "
+                   "candidate is a weaker twin of the one that fills")
 UNCERTAINTY_DESCRIPTION = ("half-width of the 90 % interval, calibrated by self-validation on "
                            "the tile's own clear pixels")
 
 
-def _histogram_length(n_bands: int) -> int:
-    return n_bands * (len(DISTANCE_EDGES_PX) + 1) * (len(ERROR_EDGES) - 1)
+def _histogram_length(n_bands: int, masks: int) -> int:
+    return 2 * masks * n_bands * (len(DISTANCE_EDGES_PX) + 1) * (len(ERROR_EDGES) - 1)
 
 
 def distance_bins(known: np.ndarray, *, cap: float) -> np.ndarray:
@@ -244,22 +252,26 @@ def calibration_histogram(observed: np.ndarray, usable: np.ndarray, candidates: 
                           ) -> np.ndarray:
     """The split-conformal calibration set of one chunk (or the whole image) as a flat
     count vector: the held-out absolute errors of the *chosen* pair (candidate ``index``
-    spread at ``sigma``; NaN: the bare candidate) binned per (band, distance bin, error
-    bin). The held-out masks are the self-validation's (:func:`held_out_masks`); a held
-    pixel's distance is to the nearest pixel whose residual is still known (the target's
-    visible pixels minus that mask), as a gap pixel's is to the visible ones. Only
-    ``scored`` pixels count, so the chunks' vectors add up to the whole image's exactly.
-    Arguments as :func:`validation_sums`; ``cap``: the chunks' halo (:func:`distance_bins`)."""
+    spread at ``sigma``; NaN: the bare candidate) binned per (layer, mask, band, distance
+    bin, error bin). Layer 0 counts every held pixel of each mask; layer 1 only those no
+    other mask holds, the pixels on which :func:`interval_level` tests an interval
+    calibrated on the other masks. The held-out masks are the self-validation's
+    (:func:`held_out_masks`); a held pixel's distance is to the nearest pixel whose residual
+    is still known (the target's visible pixels minus that mask), as a gap pixel's is to
+    the visible ones. Only ``scored`` pixels count, so the chunks' vectors add up to the
+    whole image's exactly. Arguments as :func:`validation_sums`; ``cap``: the chunks' halo
+    (:func:`distance_bins`)."""
     n_bands = candidates.shape[1]
     n_distance, n_error = len(DISTANCE_EDGES_PX) + 1, len(ERROR_EDGES) - 1
-    counts = np.zeros((n_bands, n_distance, n_error))
+    counts = np.zeros((2, masks, n_bands, n_distance, n_error))
     predicted = np.asarray(candidates[index], np.float64)
     support = usable[frame] & np.isfinite(candidates).all(axis=(0, 1))
     residual = np.where(support, observed - predicted, 0.0)
     scored = np.ones(support.shape, bool) if scored is None else scored
-    for mask in held_out_masks(usable, cloud_fraction, rows, cols, frame=frame, shape=shape,
-                               seed=seed, masks=masks):
-        held = mask & support
+    held_masks = [mask & support for mask in held_out_masks(
+        usable, cloud_fraction, rows, cols, frame=frame, shape=shape, seed=seed, masks=masks)]
+    times_held = np.sum(held_masks, axis=0)
+    for m, held in enumerate(held_masks):
         counted = held & scored
         if not counted.any():
             continue
@@ -271,9 +283,12 @@ def calibration_histogram(observed: np.ndarray, usable: np.ndarray, candidates: 
             error = np.abs(residual[:, counted])
         distance = distance_bins(keep, cap=cap)[counted]
         flat = distance[None] * n_error + _error_bins(error)
+        alone = times_held[counted] == 1
         for band in range(n_bands):
-            counts[band] += np.bincount(flat[band], minlength=n_distance * n_error
-                                        ).reshape(n_distance, n_error)
+            for layer, pixels in enumerate((slice(None), alone)):
+                counts[layer, m, band] += np.bincount(
+                    flat[band][pixels], minlength=n_distance * n_error
+                ).reshape(n_distance, n_error)
     return counts.ravel()
 
 
@@ -291,19 +306,17 @@ def conformal_quantile(counts: np.ndarray, coverage: float = COVERAGE) -> float:
     return float(min(ERROR_EDGES[position + 1], MAX_HALF_WIDTH))
 
 
-def interval_table(histogram: np.ndarray, *, n_bands: int) -> np.ndarray:
-    """(bands, distance bins) float64: the half-width of the 90 % interval of a gap pixel,
-    from a tile's :func:`calibration_histogram` (summed over chunks). A (band, distance)
-    bin with fewer than :data:`MIN_CALIBRATION` held-out pixels widens to its neighbouring
-    distance bins, nearer ones first (the farther one on a tie: wider), until it has them; a
-    band without them in all pools every band."""
-    n_distance = len(DISTANCE_EDGES_PX) + 1
-    counts = np.asarray(histogram, np.float64).reshape(n_bands, n_distance, -1)
+def _quantile_table(counts: np.ndarray, coverage: float) -> np.ndarray:
+    """(bands, distance bins): the ``coverage`` half-widths of per (band, distance, error)
+    ``counts``. A (band, distance) bin with fewer than :data:`MIN_CALIBRATION` held-out
+    pixels widens to its neighbouring distance bins, nearer ones first (the farther one on
+    a tie: wider), until it has them; a band without them in all pools every band."""
+    n_bands, n_distance = counts.shape[:2]
     pooled = counts.sum(axis=(0, 1))
     table = np.empty((n_bands, n_distance))
     for band in range(n_bands):
         if counts[band].sum() < MIN_CALIBRATION:
-            table[band] = conformal_quantile(pooled)
+            table[band] = conformal_quantile(pooled, coverage)
             continue
         for d in range(n_distance):
             lo, hi = d, d + 1
@@ -314,8 +327,52 @@ def interval_table(histogram: np.ndarray, *, n_bands: int) -> np.ndarray:
                     hi += 1
                 else:
                     lo -= 1
-            table[band, d] = conformal_quantile(counts[band, lo:hi].sum(axis=0))
+            table[band, d] = conformal_quantile(counts[band, lo:hi].sum(axis=0), coverage)
     return table
+
+
+def _covered(counts: np.ndarray, table: np.ndarray) -> float:
+    """How many of per (band, distance, error) ``counts`` lie within ``table``'s
+    half-widths: an error bin is inside when its upper edge is (half-widths are edges)."""
+    inside = ERROR_EDGES[1:][None, None, :] <= table[:, :, None]
+    return float(counts[inside].sum())
+
+
+def interval_level(histogram: np.ndarray, *, n_bands: int, masks: int) -> float:
+    """The quantile level at which a tile's held-out errors are stated (:data:`LEVELS`),
+    cross-validated across the held-out masks (:data:`LEVEL_SELECTION`): the lowest level
+    whose interval, calibrated on the other masks, holds :data:`COVERAGE` of each mask's
+    own pixels (those no other mask holds), pooled. The masks are a few spatially
+    correlated draws, and a tile's gaps differ from each of them more than its pixels do
+    from each other: an interval calibrated on pixels exchangeable with the test pixels
+    (plain split-conformal) under-covered a new mask (``cloudfree evaluate``, three real
+    cases, seeds 0-2: 0.841 to 0.911). :data:`COVERAGE` when no mask has pixels of its own;
+    the highest level when none suffices."""
+    counts = np.asarray(histogram, np.float64).reshape(2, masks, n_bands,
+                                                       len(DISTANCE_EDGES_PX) + 1, -1)
+    calibration, test = counts[0].sum(axis=0), counts[1]
+    total = test.sum()
+    if not total:
+        return COVERAGE
+    for level in LEVELS:
+        covered = sum(_covered(test[m], _quantile_table(calibration - counts[0, m], level))
+                      for m in range(masks) if test[m].any())
+        if covered >= COVERAGE * total:
+            return level
+    return LEVELS[-1]
+
+
+def interval_table(histogram: np.ndarray, *, n_bands: int, masks: int,
+                   select_level: bool = True) -> tuple[np.ndarray, float]:
+    """``(table, level)``: the (bands, distance bins) float64 half-widths of a gap pixel's
+    90 % interval from a tile's :func:`calibration_histogram` (summed over chunks), every
+    mask's held pixels together, at the quantile ``level`` of :func:`interval_level`
+    (``select_level``), else at :data:`COVERAGE` (where the scored candidate is a weaker
+    twin of the one that fills, its errors already err wide)."""
+    level = interval_level(histogram, n_bands=n_bands, masks=masks) if select_level else COVERAGE
+    counts = np.asarray(histogram, np.float64).reshape(2, masks, n_bands,
+                                                       len(DISTANCE_EDGES_PX) + 1, -1)
+    return _quantile_table(counts[0].sum(axis=0), level), level
 
 
 def half_width_frame(usable: np.ndarray, candidates: np.ndarray, table: np.ndarray, *,
@@ -334,19 +391,20 @@ def half_width_frame(usable: np.ndarray, candidates: np.ndarray, table: np.ndarr
 
 def interval_frame(observed: np.ndarray, usable: np.ndarray, candidates: np.ndarray, *,
                    frame: int, index: int, sigma: float, seed: int = 0,
-                   masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX
-                   ) -> np.ndarray:
+                   masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX,
+                   select_level: bool = True) -> np.ndarray:
     """(C, H, W) half-widths of the 90 % interval of the whole-array correction's result
     (:func:`correct_frame`'s ``index``/``sigma``, the same ``seed``, ``masks`` and
     ``sigmas``): split-conformal on its own held-out errors (:func:`calibration_histogram`,
-    :func:`interval_table`, :func:`half_width_frame`)."""
+    :func:`interval_table` with ``select_level``, :func:`half_width_frame`)."""
     height, width = usable.shape[1:]
     cap = float(kernel_radius(max(_check_sigmas(sigmas))))
     histogram = calibration_histogram(observed, usable, candidates, (~usable).mean(axis=(1, 2)),
                                       np.arange(height), np.arange(width), None, frame=frame,
                                       shape=(height, width), seed=seed, masks=masks,
                                       index=index, sigma=sigma, cap=cap)
-    table = interval_table(histogram, n_bands=candidates.shape[1])
+    table, _ = interval_table(histogram, n_bands=candidates.shape[1], masks=masks,
+                              select_level=select_level)
     return half_width_frame(usable, candidates, table, frame=frame, cap=cap)
 
 
@@ -405,8 +463,16 @@ def _histogram_block(observed_dn: Any, usable: Any, candidates: Any, cloud_fract
     return counts[None, None]
 
 
+def _interval_block(histogram: np.ndarray, select_level: Any, *, n_bands: int,
+                    masks: int) -> np.ndarray:
+    """Once per tile: :func:`interval_table`'s table, flat, then its level."""
+    table, level = interval_table(histogram, n_bands=n_bands, masks=masks,
+                                  select_level=bool(select_level))
+    return np.append(table.ravel(), level)
+
+
 def _corrected_block(observed_dn: np.ndarray, usable: np.ndarray, candidates: np.ndarray,
-                     sums: np.ndarray, histogram: np.ndarray, *, frame: int, day: float,
+                     sums: np.ndarray, interval: np.ndarray, *, frame: int, day: float,
                      fill: int, masks: int, sigmas: Sequence[float]) -> np.ndarray:
     """Stage 2 on one chunk with its halo -> (2 C + 3, h, w): DN, clear count, source day,
     fill (the layout of :func:`cloudfree.methods._composite.stacked_to_dataset`), then the
@@ -426,23 +492,24 @@ def _corrected_block(observed_dn: np.ndarray, usable: np.ndarray, candidates: np
     out[n_bands] = count
     out[n_bands + 1] = np.where(gap, np.nan, np.floor(day + 1e-6))
     out[n_bands + 2] = np.select([visible, gap], [FILL_OBSERVED, FILL_NODATA], fill)
-    table = interval_table(histogram, n_bands=n_bands)
+    table = np.asarray(interval[:-1]).reshape(n_bands, -1)
     width = half_width_frame(usable, candidates, table, frame=frame,
                              cap=float(kernel_radius(max(sigmas))))
     out[n_bands + 3:] = np.where(gap, np.nan, width)
     return out
 
 
-def _choice_block(sums: np.ndarray, *, n_bands: int, **kw: Any) -> np.ndarray:
+def _choice_block(sums: np.ndarray, interval: np.ndarray, *, n_bands: int, **kw: Any
+                  ) -> np.ndarray:
     index, sigma = choose_from_sums(sums, **kw)
     rmse = heldout_rmse(sums, index=index, sigma=sigma, n_bands=n_bands, **kw)
-    return np.array([index, sigma, rmse], np.float64)
+    return np.array([index, sigma, rmse, interval[-1]], np.float64)
 
 
 def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, day: float,
                   nodata: int = 0, fill: int = FILL_COMPOSITED, seed: int = 0,
                   masks: int = HELD_OUT_MASKS, sigmas: Sequence[float] = SIGMAS_PX,
-                  scoring: Any = None) -> tuple[Any, Any]:
+                  scoring: Any = None, select_level: Any = True) -> tuple[Any, Any]:
     """The corrected target frame of a cube, as the composites' float stack with the
     interval's half-widths.
 
@@ -459,12 +526,17 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
             candidate fitted to the frame's visible pixels is judged by a twin fitted
             outside the held-out masks, whose errors there are out-of-sample
             (:func:`cloudfree.methods._head_stage.head_pair`). None: the candidates.
+        select_level: whether the interval's quantile level is cross-validated
+            (:func:`interval_level`): where what is scored is what fills. False (or a lazy
+            0-d bool that computes to it): the nominal 90 %, where the scored twin is weaker
+            than the candidate that fills, so that its errors already err wide.
 
     Returns:
         ``(stack, choice)``: the (2 C + 3, H, W) stack (DN, clear count, source day, fill,
-        then the C half-widths of the 90 % interval, :func:`calibration_histogram`) and a (3,)
-        float64 array ``[candidate index, sigma px, held-out RMSE]`` (sigma and RMSE NaN:
-        too few clear pixels to correct; :func:`heldout_rmse`). Dask arrays when any input is one (nothing computed), else numpy.
+        then the C half-widths of the 90 % interval, :func:`calibration_histogram`) and a (4,)
+        float64 array ``[candidate index, sigma px, held-out RMSE, interval level]`` (sigma
+        and RMSE NaN: too few clear pixels to correct; :func:`heldout_rmse`,
+        :func:`interval_level`). Dask arrays when any input is one (nothing computed), else numpy.
     """
     sigmas = _check_sigmas(sigmas)
     n_candidates = candidates.shape[0]
@@ -487,12 +559,14 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         everything = np.ones(height, bool), np.ones(width, bool)
         sums = _sums_block(reflectance[frame], usable, scored, (~usable).mean(axis=(1, 2)),
                            np.arange(height), np.arange(width), *everything, **plan)[0, 0]
-        choice = _choice_block(sums, n_candidates=n_candidates, n_bands=candidates.shape[1],
-                               masks=masks, sigmas=sigmas)
         histogram = _histogram_block(reflectance[frame], usable, scored,
                                      (~usable).mean(axis=(1, 2)), np.arange(height),
                                      np.arange(width), *everything, sums, **plan)[0, 0]
-        return _corrected_block(reflectance[frame], usable, candidates, sums, histogram,
+        interval = _interval_block(histogram, select_level, n_bands=candidates.shape[1],
+                                   masks=masks)
+        choice = _choice_block(sums, interval, n_candidates=n_candidates,
+                               n_bands=candidates.shape[1], masks=masks, sigmas=sigmas)
+        return _corrected_block(reflectance[frame], usable, candidates, sums, interval,
                                 **finish), choice
 
     import dask.array as da
@@ -522,17 +596,24 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
     per_chunk_counts = da.blockwise(
         partial(_histogram_block, **plan), "yxh", observed_h, "byx", usable_h, "tyx", score_h,
         "kbyx", cloud_fraction, "t", rows, "y", cols, "x", row_core, "y", col_core, "x", sums,
-        "s", new_axes={"h": _histogram_length(refl.shape[1])}, adjust_chunks={"y": 1, "x": 1},
-        concatenate=True, meta=meta(3, np.float64))
+        "s", new_axes={"h": _histogram_length(refl.shape[1], masks)},
+        adjust_chunks={"y": 1, "x": 1}, concatenate=True, meta=meta(3, np.float64))
     histogram = per_chunk_counts.sum(axis=(0, 1))  # the tile's calibration set, lazy
+    from dask.delayed import delayed
+
+    n_interval = refl.shape[1] * (len(DISTANCE_EDGES_PX) + 1) + 1
+    interval = da.from_delayed(  # once per tile: the table and its level
+        delayed(partial(_interval_block, n_bands=refl.shape[1], masks=masks), pure=True)(
+            histogram, select_level), shape=(n_interval,), dtype=np.float64)
     stacked = da.blockwise(partial(_corrected_block, **finish), "zyx", observed_h, "byx",
-                           usable_h, "tyx", cand_h, "kbyx", sums, "s", histogram, "h",
+                           usable_h, "tyx", cand_h, "kbyx", sums, "s", interval, "i",
                            new_axes={"z": 2 * refl.shape[1] + 3}, concatenate=True,
                            meta=meta(3, np.float32))
     stacked = trim_halo(stacked, depth_y, depth_x)
-    choice = sums.map_blocks(partial(_choice_block, n_candidates=n_candidates,
-                                     n_bands=cand.shape[1], masks=masks, sigmas=sigmas),
-                             chunks=((3,),), meta=meta(1, np.float64))
+    choice = da.blockwise(partial(_choice_block, n_candidates=n_candidates,
+                                  n_bands=cand.shape[1], masks=masks, sigmas=sigmas),
+                          "c", sums, "s", interval, "i", new_axes={"c": 4}, concatenate=True,
+                          meta=meta(1, np.float64))
     return stacked, choice
 
 
@@ -567,7 +648,8 @@ def corrected_dataset(stacked: Any, choice: Any, reflectance: xr.DataArray, *, n
         out["uncertainty"] = uncertainty_dn(width)
     out = out.assign_coords(correction_candidate=((), choice[0]),
                             correction_sigma_px=((), choice[1]),
-                            correction_heldout_rmse=((), choice[2]))
+                            correction_heldout_rmse=((), choice[2]),
+                            correction_interval_level=((), choice[3]))
     json.dumps(parameters)  # written into processing:*; fail here, not there
     out.attrs.update(method=method, parameters=parameters, nodata=nodata)
     return out
@@ -577,8 +659,9 @@ def record_choice(result: xr.Dataset) -> xr.Dataset:
     """A computed corrected mosaic with its choice moved from coordinates into
     ``attrs["parameters"]`` for the STAC item: ``corrected`` (False when the target date
     had too few clear pixels to fit to), ``chosen_candidate`` by name,
-    ``chosen_sigma_px`` and ``heldout_rmse`` (reflectance; the self-validation's error of
-    that choice, an estimate of the filled pixels' error; None when not corrected). Other
+    ``chosen_sigma_px``, ``heldout_rmse`` (reflectance; the self-validation's error of
+    that choice, an estimate of the filled pixels' error; None when not corrected) and
+    ``interval_level`` (the quantile level the interval is stated at, :func:`interval_level`). Other
     datasets pass through."""
     if "correction_sigma_px" not in result.coords:
         return result
@@ -591,15 +674,16 @@ def record_choice(result: xr.Dataset) -> xr.Dataset:
     parameters["chosen_sigma_px"] = sigma if np.isfinite(sigma) else None
     rmse = float(result.coords["correction_heldout_rmse"])
     parameters["heldout_rmse"] = round(rmse, 5) if np.isfinite(rmse) else None
+    parameters["interval_level"] = round(float(result.coords["correction_interval_level"]), 3)
     out = result.drop_vars(["correction_candidate", "correction_sigma_px",
-                            "correction_heldout_rmse"])
+                            "correction_heldout_rmse", "correction_interval_level"])
     out.attrs = {**result.attrs, "parameters": parameters}
     return out
 
 
-__all__ = ("COVERAGE", "DISTANCE_EDGES_PX", "ERROR_EDGES", "HELD_OUT_MASKS", "MAX_HALF_WIDTH",
-           "MIN_CALIBRATION", "SELECTION", "UNCERTAINTY_DESCRIPTION", "UNCERTAINTY_NODATA",
+__all__ = ("COVERAGE", "DISTANCE_EDGES_PX", "ERROR_EDGES", "HELD_OUT_MASKS", "LEVELS",
+           "LEVEL_SELECTION", "MAX_HALF_WIDTH", "MIN_CALIBRATION", "SELECTION", "UNCERTAINTY_DESCRIPTION", "UNCERTAINTY_NODATA",
            "calibration_histogram", "choose_from_sums", "conformal_quantile", "correct_frame",
            "correct_stack", "corrected_dataset", "corrected_frame", "correction_parameters",
            "distance_bins", "half_width_frame", "heldout_rmse", "interval_frame",
-           "interval_table", "record_choice", "uncertainty_dn", "validation_sums")
+           "interval_level", "interval_table", "record_choice", "uncertainty_dn", "validation_sums")

@@ -122,9 +122,9 @@ def generator_composite_array(
     else:
         network = network_prediction(values, days, band_names, frame=frame, model=model,
                                      card=card, **kw) if with_network else None
-        candidates, scoring = head_and_prior_frame(values, days, frame, extra=network,
-                                                   seed=seed,
-                                                   device=kw.get("device") or default_device())
+        candidates, scoring, _ = head_and_prior_frame(
+            values, days, frame, extra=network, seed=seed,
+            device=kw.get("device") or default_device())
         filled, _, _ = correct_frame(values[frame], usable, candidates, frame=frame, seed=seed,
                                      sigmas=sigmas_px, scoring=scoring)
     gap = ~visible & ((count == 0) | ~np.isfinite(filled).all(axis=0))
@@ -139,13 +139,13 @@ def generator_composite_array(
 
 def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
                     extra: np.ndarray | None = None, seed: int = 0, device: str = "cpu",
-                    max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """The whole-array :func:`cloudfree.methods._head_stage.head_pair`: ``(filling,
-    scoring)`` (C, H, W) predictions of ``values[frame]`` by a head trained outside the
-    union of the correction's held-out masks (``seed``, :data:`HELD_OUT_MASKS`), and one
-    trained on all of the frame's usable pixels, unless that twin fills too
-    (:func:`cloudfree.methods._head_stage.twin_fills`). ``extra``: the network's
-    prediction as one more input (None: not one)."""
+    scoring, fills)``, the (C, H, W) predictions of ``values[frame]`` by a head trained on
+    all of the frame's usable pixels and by one trained outside the union of the
+    correction's held-out masks (``seed``, :data:`HELD_OUT_MASKS`), and whether that twin
+    fills too (:func:`cloudfree.methods._head_stage.twin_fills`; then both are it).
+    ``extra``: the network's prediction as one more input (None: not one)."""
     from cloudfree.methods._head_stage import twin_fills
     from cloudfree.models.head import MAX_SAMPLES, adapted_frame, held_out_union, training_counts
 
@@ -159,29 +159,29 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
     scoring = adapted_frame(values, days, frame, exclude=union, **kw)
     others = np.delete(usable, frame, axis=0).any(axis=0)  # where the prior is finite
     if twin_fills(training_counts(usable[frame] & others, union), max_samples):
-        return scoring, scoring
-    return adapted_frame(values, days, frame, **kw), scoring
+        return scoring, scoring, True
+    return adapted_frame(values, days, frame, **kw), scoring, False
 
 
 def head_and_prior_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
                          extra: np.ndarray | None = None, seed: int = 0, device: str = "cpu",
-                         max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         max_samples: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The whole-array :func:`cloudfree.methods._head_stage.head_and_prior`: ``(candidates,
-    scoring)``, each (2, C, H, W): the filling head's prediction and the prior
-    (:data:`PRIOR_CANDIDATE`), and what the self-validation scores for them; NaN filled
-    with the series' median (:func:`fill_with_series_median`). Arguments as
-    :func:`head_pair_frame`."""
+    scoring, fills)``: each (2, C, H, W), the filling head's prediction and the prior
+    (:data:`PRIOR_CANDIDATE`), and what the self-validation scores for them, NaN filled
+    with the series' median (:func:`fill_with_series_median`); whether the scored twin
+    fills. Arguments as :func:`head_pair_frame`."""
     from cloudfree.methods._head_stage import prior_scoring
 
     usable = np.isfinite(values).all(axis=1)
-    filling, scoring = head_pair_frame(values, days, frame, extra=extra, seed=seed,
-                                       device=device, max_samples=max_samples)
-    fills = filling is scoring  # the twin fills (head_pair_frame returns it twice)
+    filling, scoring, fills = head_pair_frame(values, days, frame, extra=extra, seed=seed,
+                                              device=device, max_samples=max_samples)
     prior = interpolation_candidate(values, usable, days, frame)
     filling, scoring, prior = (fill_with_series_median(a, values)
                                for a in (filling, scoring, prior))
     return (np.stack([filling, prior]),
-            np.stack([scoring, prior_scoring(prior, scoring, fills)]))
+            np.stack([scoring, prior_scoring(prior, scoring, fills)]), fills)
 
 
 # --------------------------------------------------------------------------- xarray/dask
@@ -390,12 +390,14 @@ def mosaic(
     # two heads: the scoring twin, trained outside the held-out masks, is what the
     # self-validation scores (width, interval, held-out RMSE); the head trained on every
     # clear pixel fills, or the twin itself on a tile with clear pixels to spare
-    candidates, scoring = head_and_prior(refl_data, clear_data, network, days=days,
-                                         frame=frame, nodata=nodata, seed=seed,
-                                         resources=annotations)
+    candidates, scoring, fills = head_and_prior(refl_data, clear_data, network, days=days,
+                                                frame=frame, nodata=nodata, seed=seed,
+                                                resources=annotations)
+    # the interval's level is cross-validated where the scored twin is the head that fills
     stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
                                     day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
-                                    seed=seed, sigmas=sigmas_px, scoring=scoring)
+                                    seed=seed, sigmas=sigmas_px, scoring=scoring,
+                                    select_level=fills)
     names = [f"test-time head: {HEAD_INPUTS[with_network]} -> target date", PRIOR_CANDIDATE]
     parameters = {
         "model": model_name if model is None else getattr(meta_card, "name", type(model).__name__),
@@ -488,13 +490,13 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
         return Reconstruction(np.nan_to_num(np.where(visible[None], series[target], generated)
                                             ).astype(np.float32))
     usable = np.isfinite(series).all(axis=1)
-    candidates, scoring = head_and_prior_frame(series, days, target, extra=generated,
-                                               seed=seed)
+    candidates, scoring, fills = head_and_prior_frame(series, days, target, extra=generated,
+                                                      seed=seed)
     observed = np.asarray(series[target], np.float64)
     filled, index, sigma = correct_frame(observed, usable, candidates, frame=target, seed=seed,
                                          scoring=scoring)
     half_width = interval_frame(observed, usable, scoring, frame=target, index=index,
-                                sigma=sigma, seed=seed)
+                                sigma=sigma, seed=seed, select_level=fills)
     return Reconstruction(np.nan_to_num(filled).astype(np.float32),
                           np.nan_to_num(half_width, nan=MAX_HALF_WIDTH).astype(np.float32))
 

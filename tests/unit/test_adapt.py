@@ -363,6 +363,7 @@ def test_the_twin_fills_when_the_tile_has_pixels_to_spare(network_input):
     np.testing.assert_allclose(scoring, array, atol=1e-5)
     frame_pair = head_pair_frame(refl, days, 2, extra=network, seed=7, max_samples=300)
     np.testing.assert_array_equal(frame_pair[0], frame_pair[1])
+    assert frame_pair[2] is True  # the twin fills
     np.testing.assert_allclose(frame_pair[1], array, atol=1e-5)
     with dask.config.set(scheduler="synchronous"):
         lazy = head_pair(da.from_array(dn, chunks=(-1, -1, 17, 17)),
@@ -422,7 +423,8 @@ def test_the_prior_is_scored_as_itself_only_where_the_twin_fills(max_samples):
 
     dn, clear, _, _, _, _, days = _cube_with_held_out_union()
     kw = dict(days=days, frame=2, seed=7, max_samples=max_samples)
-    candidates, scoring = head_and_prior(dn, clear, None, **kw)
+    candidates, scoring, fills = head_and_prior(dn, clear, None, **kw)
+    assert fills == (max_samples == 300)
     filling, twin = (c[0] for c in head_pair(dn, clear, None, **kw))
     prior = interpolation_candidates(dn, clear, days=days, frame=2)[0]
     np.testing.assert_array_equal(candidates[0], filling)
@@ -432,6 +434,7 @@ def test_the_prior_is_scored_as_itself_only_where_the_twin_fills(max_samples):
     with dask.config.set(scheduler="synchronous"):
         lazy = head_and_prior(da.from_array(dn, chunks=(-1, -1, 17, 17)),
                               da.from_array(clear, chunks=(-1, 17, 17)), None, **kw)
-        lazy_candidates, lazy_scoring = (c.compute() for c in lazy)
+        lazy_candidates, lazy_scoring, lazy_fills = (c.compute() for c in lazy)
+    assert bool(lazy_fills) == fills
     np.testing.assert_array_equal(lazy_candidates[1], prior)
     assert np.abs(lazy_scoring - scoring).max() < 1e-3

@@ -227,6 +227,8 @@ def test_heldout_rmse_estimates_the_error_in_the_gaps(seed):
     print(f"held-out RMSE {estimate:.5f}, actual gap RMSE {actual:.5f}")
     assert actual / 3 <= estimate <= 3 * actual
     assert "correction_heldout_rmse" not in out.coords
+    assert out.attrs["parameters"]["interval_level"] in corrected.LEVELS
+    assert "correction_interval_level" not in out.coords
 
 
 def test_nodata_where_no_date_saw_the_pixel_and_provenance():

@@ -77,7 +77,9 @@ def test_sparse_bins_pool_their_neighbours_then_all_bands():
     counts[0, 0, 10] = MIN_CALIBRATION  # band 0: enough near pixels (errors in bin 10)
     counts[0, 2, 30] = MIN_CALIBRATION // 2  # too few alone (errors in bin 30)
     counts[1, 1, 50] = MIN_CALIBRATION - 1  # band 1: too few in all
-    table = interval_table(counts.ravel(), n_bands=2)
+    layers = np.stack([counts[None], np.zeros_like(counts)[None]])  # one mask, nothing its own
+    table, level = interval_table(layers.ravel(), n_bands=2, masks=1)
+    assert level == corrected.COVERAGE  # no mask's own pixels to test a level on
     assert table[0, 0] == ERROR_EDGES[11]  # its own: the upper edge of bin 10
     # the others widen (farther first on a tie) until they reach bin 0: 150 pixels, the
     # 136th smallest error in bin 30
@@ -121,8 +123,11 @@ def test_per_chunk_counts_add_up_to_the_whole_image_exactly():
     np.testing.assert_array_equal(total, whole)
     assert whole.sum() > 2 * MIN_CALIBRATION
     # every distance bin up to the cap's (16 px: the third) is populated
-    per_distance = whole.reshape(2, N_DISTANCE, N_ERROR).sum(axis=(0, 2))
+    layers = whole.reshape(2, 4, 2, N_DISTANCE, N_ERROR)
+    per_distance = layers[0].sum(axis=(0, 1, 3))
     assert (per_distance[:3] > 0).all() and per_distance[3] == 0
+    # each mask's own pixels are some of its pixels, and some masks overlap
+    assert (layers[1] <= layers[0]).all() and 0 < layers[1].sum() < layers[0].sum()
 
 
 def test_chunked_mosaic_states_the_whole_mosaics_interval():
@@ -219,3 +224,57 @@ def test_the_generator_states_an_interval_and_the_ablation_none():
     np.testing.assert_array_equal(out.values[:, visible], series[0][:, visible])
     bare = reconstruct_target(model, card, series, days, 0, ("B04", "B03", "B02"), adapt=False)
     assert bare.half_width is None
+
+
+def _cross_validated_level(counts, masks, n_bands):
+    """The level of :func:`corrected.interval_level`, brute force: for each level, each
+    mask's own errors (drawn back out of the histogram, at their bins' upper edges) against
+    the interval of the other masks' errors."""
+    counts = counts.reshape(2, masks, n_bands, N_DISTANCE, N_ERROR)
+    upper = ERROR_EDGES[1:]
+    for level in corrected.LEVELS:
+        inside = total = 0
+        for m in range(masks):
+            rest = counts[0].sum(axis=0) - counts[0, m]  # the other masks, pooled
+            table = corrected._quantile_table(rest, level)
+            for band in range(n_bands):
+                for d in range(N_DISTANCE):
+                    errors = np.repeat(upper, counts[1, m, band, d].astype(int))
+                    inside += np.count_nonzero(errors <= table[band, d])
+                    total += errors.size
+        if inside >= 0.9 * total:
+            return level
+    return corrected.LEVELS[-1]
+
+
+def test_the_level_rises_until_each_mask_is_covered_by_the_others():
+    """Masks with errors of different scales (a tile's gaps are not exchangeable with each
+    mask): calibrated on the other masks, a mask of larger errors is under-covered at 90 %,
+    so the level rises until, pooled, 90 % of the masks' own pixels are covered; masks of
+    one scale keep 0.9. Brute force agrees."""
+    rng = np.random.default_rng(3)
+    masks, n_bands = 4, 2
+
+    def histogram(scales):
+        counts = np.zeros((2, masks, n_bands, N_DISTANCE, N_ERROR))
+        for m, scale in enumerate(scales):
+            for band in range(n_bands):
+                errors = np.abs(rng.normal(0, scale, 3000))
+                bins = np.clip(np.searchsorted(ERROR_EDGES, errors, side="right") - 1, 0,
+                               N_ERROR - 2)
+                distance = rng.integers(0, N_DISTANCE, errors.size)
+                alone = rng.random(errors.size) < 0.7
+                np.add.at(counts[0, m, band], (distance, bins), 1)
+                np.add.at(counts[1, m, band], (distance[alone], bins[alone]), 1)
+        return counts.ravel()
+
+    same = histogram([0.02] * masks)
+    assert corrected.interval_level(same, n_bands=n_bands, masks=masks) == 0.9
+    mixed = histogram([0.01, 0.02, 0.03, 0.05])
+    level = corrected.interval_level(mixed, n_bands=n_bands, masks=masks)
+    assert 0.9 < level < corrected.LEVELS[-1]
+    assert level == _cross_validated_level(mixed, masks, n_bands)
+    table, stated = interval_table(mixed, n_bands=n_bands, masks=masks)
+    nominal, fixed = interval_table(mixed, n_bands=n_bands, masks=masks, select_level=False)
+    assert stated == level and fixed == 0.9 and (table >= nominal).all()
+    assert (table > nominal).any()
