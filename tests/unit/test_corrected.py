@@ -166,6 +166,19 @@ def test_scoring_candidates_choose_and_calibrate_while_the_candidates_fill():
         lazy, lazy_choice = dask.compute(lazy, lazy_choice)
     np.testing.assert_array_equal(lazy_choice[:2], twin_choice[:2])
     assert np.nanmax(np.abs(lazy[:n] - twin[:n])) <= 1
+    # the nominal level where the twin is weaker than what fills, lazily decided too
+    fixed, fixed_choice = corrected.correct_stack(dn, usable, good, scoring=noisy,
+                                                  select_level=False, **kw)
+    assert fixed_choice[3] == corrected.COVERAGE and twin_choice[3] in corrected.LEVELS
+    assert (np.nan_to_num(fixed[n + 3:]) <= np.nan_to_num(twin[n + 3:])).all()
+    with dask.config.set(scheduler="threads"):
+        lazy_fixed, lazy_fixed_choice = dask.compute(*corrected.correct_stack(
+            da.from_array(dn, chunks=(-1, -1, 24, 24)), da.from_array(usable, chunks=(-1, 24, 24)),
+            da.from_array(good, chunks=(-1, -1, 24, 24)),
+            scoring=da.from_array(noisy, chunks=(-1, -1, 24, 24)),
+            select_level=da.from_array(np.array(False)), **kw))
+    assert lazy_fixed_choice[3] == corrected.COVERAGE
+    np.testing.assert_array_equal(lazy_fixed[n + 3:], fixed[n + 3:])
 
 
 def test_scoring_of_another_shape_is_refused():
