@@ -599,12 +599,11 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         "s", new_axes={"h": _histogram_length(refl.shape[1], masks)},
         adjust_chunks={"y": 1, "x": 1}, concatenate=True, meta=meta(3, np.float64))
     histogram = per_chunk_counts.sum(axis=(0, 1))  # the tile's calibration set, lazy
-    from dask.delayed import delayed
-
     n_interval = refl.shape[1] * (len(DISTANCE_EDGES_PX) + 1) + 1
-    interval = da.from_delayed(  # once per tile: the table and its level
-        delayed(partial(_interval_block, n_bands=refl.shape[1], masks=masks), pure=True)(
-            histogram, select_level), shape=(n_interval,), dtype=np.float64)
+    select = select_level if hasattr(select_level, "dask") else da.asarray(bool(select_level))
+    interval = da.blockwise(  # once per tile: the table and its level
+        partial(_interval_block, n_bands=refl.shape[1], masks=masks), "i", histogram, "h",
+        select, "", new_axes={"i": n_interval}, concatenate=True, meta=meta(1, np.float64))
     stacked = da.blockwise(partial(_corrected_block, **finish), "zyx", observed_h, "byx",
                            usable_h, "tyx", cand_h, "kbyx", sums, "s", interval, "i",
                            new_axes={"z": 2 * refl.shape[1] + 3}, concatenate=True,
