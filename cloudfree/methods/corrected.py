@@ -338,6 +338,12 @@ def _covered(counts: np.ndarray, table: np.ndarray) -> float:
     return float(counts[inside].sum())
 
 
+def _layers(histogram: np.ndarray, *, n_bands: int, masks: int) -> np.ndarray:
+    """A :func:`calibration_histogram` as (layer, mask, band, distance, error) counts."""
+    return np.asarray(histogram, np.float64).reshape(2, masks, n_bands,
+                                                     len(DISTANCE_EDGES_PX) + 1, -1)
+
+
 def interval_level(histogram: np.ndarray, *, n_bands: int, masks: int) -> float:
     """The quantile level at which a tile's held-out errors are stated (:data:`LEVELS`),
     cross-validated across the held-out masks (:data:`LEVEL_SELECTION`): the lowest level
@@ -348,8 +354,7 @@ def interval_level(histogram: np.ndarray, *, n_bands: int, masks: int) -> float:
     (plain split-conformal) under-covered a new mask (``cloudfree evaluate``, three real
     cases, seeds 0-2: 0.841 to 0.911). :data:`COVERAGE` when no mask has pixels of its own;
     the highest level when none suffices."""
-    counts = np.asarray(histogram, np.float64).reshape(2, masks, n_bands,
-                                                       len(DISTANCE_EDGES_PX) + 1, -1)
+    counts = _layers(histogram, n_bands=n_bands, masks=masks)
     calibration, test = counts[0].sum(axis=0), counts[1]
     total = test.sum()
     if not total:
@@ -370,9 +375,8 @@ def interval_table(histogram: np.ndarray, *, n_bands: int, masks: int,
     (``select_level``), else at :data:`COVERAGE` (where the scored candidate is a weaker
     twin of the one that fills, its errors already err wide)."""
     level = interval_level(histogram, n_bands=n_bands, masks=masks) if select_level else COVERAGE
-    counts = np.asarray(histogram, np.float64).reshape(2, masks, n_bands,
-                                                       len(DISTANCE_EDGES_PX) + 1, -1)
-    return _quantile_table(counts[0].sum(axis=0), level), level
+    return _quantile_table(_layers(histogram, n_bands=n_bands, masks=masks)[0].sum(axis=0),
+                           level), level
 
 
 def half_width_frame(usable: np.ndarray, candidates: np.ndarray, table: np.ndarray, *,
