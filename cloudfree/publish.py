@@ -322,7 +322,8 @@ def _provenance_asset(kind: str, resolution_m: float | None,
     the corrected methods' ``uncertainty``, one band per reflectance band of ``bands``)."""
     res = {} if resolution_m is None else {"spatial_resolution": resolution_m}
     if kind == "uncertainty":
-        from cloudfree.methods.corrected import UNCERTAINTY_DESCRIPTION, UNCERTAINTY_NODATA
+        from cloudfree.methods.corrected import UNCERTAINTY_NODATA
+        from cloudfree.methods.corrected_interval import UNCERTAINTY_DESCRIPTION
 
         return {
             "description": f"Per band, the {UNCERTAINTY_DESCRIPTION} (split-conformal on the "

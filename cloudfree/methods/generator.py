@@ -419,7 +419,8 @@ def mosaic(
 # --------------------------------------------------------------------------- evaluation
 
 from cloudfree.methods._provenance import Reconstruction  # noqa: E402
-from cloudfree.methods.corrected import MAX_HALF_WIDTH, interval_frame  # noqa: E402
+from cloudfree.methods.corrected import interval_frame  # noqa: E402
+from cloudfree.methods.corrected_interval import MAX_HALF_WIDTH  # noqa: E402
 
 
 @lru_cache(maxsize=4)

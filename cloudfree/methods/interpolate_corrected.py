@@ -30,7 +30,6 @@ from cloudfree.methods._driver import (
 from cloudfree.methods._provenance import FILL_COMPOSITED, Reconstruction
 from cloudfree.methods.corrected import (
     HELD_OUT_MASKS,
-    MAX_HALF_WIDTH,
     _check_sigmas,
     correct_frame,
     correct_stack,
@@ -38,6 +37,7 @@ from cloudfree.methods.corrected import (
     correction_parameters,
     interval_frame,
 )
+from cloudfree.methods.corrected_interval import MAX_HALF_WIDTH
 from cloudfree.methods.correction import SIGMAS_PX, fill_with_series_median, kernel_radius
 from cloudfree.methods.interpolate import interpolate_at
 

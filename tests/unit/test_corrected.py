@@ -17,6 +17,7 @@ from cloudfree.methods import (
     FILL_OBSERVED,
     composite,
     corrected,
+    corrected_interval,
     correction,
     days_since_epoch,
     interpolate_corrected,
@@ -169,7 +170,8 @@ def test_scoring_candidates_choose_and_calibrate_while_the_candidates_fill():
     # the nominal level where the twin is weaker than what fills, lazily decided too
     fixed, fixed_choice = corrected.correct_stack(dn, usable, good, scoring=noisy,
                                                   select_level=False, **kw)
-    assert fixed_choice[3] == corrected.COVERAGE and twin_choice[3] in corrected.LEVELS
+    assert fixed_choice[3] == corrected_interval.COVERAGE
+    assert twin_choice[3] in corrected_interval.LEVELS
     assert (np.nan_to_num(fixed[n + 3:]) <= np.nan_to_num(twin[n + 3:])).all()
     with dask.config.set(scheduler="threads"):
         lazy_fixed, lazy_fixed_choice = dask.compute(*corrected.correct_stack(
@@ -177,7 +179,7 @@ def test_scoring_candidates_choose_and_calibrate_while_the_candidates_fill():
             da.from_array(good, chunks=(-1, -1, 24, 24)),
             scoring=da.from_array(noisy, chunks=(-1, -1, 24, 24)),
             select_level=da.from_array(np.array(False)), **kw))
-    assert lazy_fixed_choice[3] == corrected.COVERAGE
+    assert lazy_fixed_choice[3] == corrected_interval.COVERAGE
     np.testing.assert_array_equal(lazy_fixed[n + 3:], fixed[n + 3:])
 
 
@@ -240,7 +242,7 @@ def test_heldout_rmse_estimates_the_error_in_the_gaps(seed):
     print(f"held-out RMSE {estimate:.5f}, actual gap RMSE {actual:.5f}")
     assert actual / 3 <= estimate <= 3 * actual
     assert "correction_heldout_rmse" not in out.coords
-    assert out.attrs["parameters"]["interval_level"] in corrected.LEVELS
+    assert out.attrs["parameters"]["interval_level"] in corrected_interval.LEVELS
     assert "correction_interval_level" not in out.coords
 
 

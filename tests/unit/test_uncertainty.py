@@ -9,13 +9,13 @@ import pytest
 
 from cloudfree.errors import MethodOutputError
 from cloudfree.evaluation.harness import Case, evaluate_cases
-from cloudfree.methods import corrected, interpolate_corrected
+from cloudfree.methods import corrected_interval, interpolate_corrected
 from cloudfree.methods._provenance import Reconstruction
-from cloudfree.methods.corrected import (
+from cloudfree.methods.corrected import UNCERTAINTY_NODATA
+from cloudfree.methods.corrected_interval import (
     DISTANCE_EDGES_PX,
     ERROR_EDGES,
     MIN_CALIBRATION,
-    UNCERTAINTY_NODATA,
     calibration_histogram,
     conformal_quantile,
     interval_table,
@@ -69,7 +69,7 @@ def test_histogram_quantile_is_the_conformal_rank_within_one_bin():
         position = int(np.searchsorted(ERROR_EDGES, exact, side="right")) - 1
         assert ERROR_EDGES[position] <= exact < got == ERROR_EDGES[position + 1]
         assert got / exact < 10 ** 0.04 + 1e-9  # one bin: 25 per decade
-    assert conformal_quantile(np.eye(N_ERROR)[5] * 8) == corrected.MAX_HALF_WIDTH  # n < 9
+    assert conformal_quantile(np.eye(N_ERROR)[5] * 8) == corrected_interval.MAX_HALF_WIDTH  # n < 9
 
 
 def test_sparse_bins_pool_their_neighbours_then_all_bands():
@@ -79,7 +79,7 @@ def test_sparse_bins_pool_their_neighbours_then_all_bands():
     counts[1, 1, 50] = MIN_CALIBRATION - 1  # band 1: too few in all
     layers = np.stack([counts[None], np.zeros_like(counts)[None]])  # one mask, nothing its own
     table, level = interval_table(layers.ravel(), n_bands=2, masks=1)
-    assert level == corrected.COVERAGE  # no mask's own pixels to test a level on
+    assert level == corrected_interval.COVERAGE  # no mask's own pixels to test a level on
     assert table[0, 0] == ERROR_EDGES[11]  # its own: the upper edge of bin 10
     # the others widen (farther first on a tie) until they reach bin 0: 150 pixels, the
     # 136th smallest error in bin 30
@@ -227,16 +227,16 @@ def test_the_generator_states_an_interval_and_the_ablation_none():
 
 
 def _cross_validated_level(counts, masks, n_bands):
-    """The level of :func:`corrected.interval_level`, brute force: for each level, each
+    """The level of :func:`corrected_interval.interval_level`, brute force: for each level, each
     mask's own errors (drawn back out of the histogram, at their bins' upper edges) against
     the interval of the other masks' errors."""
     counts = counts.reshape(2, masks, n_bands, N_DISTANCE, N_ERROR)
     upper = ERROR_EDGES[1:]
-    for level in corrected.LEVELS:
+    for level in corrected_interval.LEVELS:
         inside = total = 0
         for m in range(masks):
             rest = counts[0].sum(axis=0) - counts[0, m]  # the other masks, pooled
-            table = corrected._quantile_table(rest, level)
+            table = corrected_interval._quantile_table(rest, level)
             for band in range(n_bands):
                 for d in range(N_DISTANCE):
                     errors = np.repeat(upper, counts[1, m, band, d].astype(int))
@@ -244,7 +244,7 @@ def _cross_validated_level(counts, masks, n_bands):
                     total += errors.size
         if inside >= 0.9 * total:
             return level
-    return corrected.LEVELS[-1]
+    return corrected_interval.LEVELS[-1]
 
 
 def test_the_level_rises_until_each_mask_is_covered_by_the_others():
@@ -269,10 +269,10 @@ def test_the_level_rises_until_each_mask_is_covered_by_the_others():
         return counts.ravel()
 
     same = histogram([0.02] * masks)
-    assert corrected.interval_level(same, n_bands=n_bands, masks=masks) == 0.9
+    assert corrected_interval.interval_level(same, n_bands=n_bands, masks=masks) == 0.9
     mixed = histogram([0.01, 0.02, 0.03, 0.05])
-    level = corrected.interval_level(mixed, n_bands=n_bands, masks=masks)
-    assert 0.9 < level < corrected.LEVELS[-1]
+    level = corrected_interval.interval_level(mixed, n_bands=n_bands, masks=masks)
+    assert 0.9 < level < corrected_interval.LEVELS[-1]
     assert level == _cross_validated_level(mixed, masks, n_bands)
     table, stated = interval_table(mixed, n_bands=n_bands, masks=masks)
     nominal, fixed = interval_table(mixed, n_bands=n_bands, masks=masks, select_level=False)
