@@ -328,14 +328,14 @@ def correct_stack(reflectance: Any, clear: Any, candidates: Any, *, frame: int, 
         seed, masks, sigmas: the self-validation (:func:`validation_sums`).
         scoring: (K, C, H, W) what the self-validation scores in place of ``candidates``
             (the candidate chosen, its width and the interval), one per candidate: a
-            candidate fitted to the frame's visible pixels is judged by a twin fitted
+            candidate fitted to the frame's visible pixels is judged by heads fitted
             outside the held-out masks, whose errors there are out-of-sample
             (:func:`cloudfree.methods._head_stage.head_pair`). None: the candidates.
         select_level: whether the interval's quantile level is cross-validated
             (:func:`cloudfree.methods.corrected_interval.interval_level`): where what is
             scored is what fills. False (or a lazy
-            0-d bool that computes to it): the nominal 90 %, where the scored twin is weaker
-            than the candidate that fills, so that its errors already err wide.
+            0-d bool that computes to it): the nominal 90 %, where the scored heads are
+            weaker than the candidate that fills, so that its errors already err wide.
 
     Returns:
         ``(stack, choice)``: the (2 C + 3, H, W) stack (DN, clear count, source day, fill,

@@ -57,8 +57,9 @@ MIN_CALIBRATION = 100
 LEVELS = tuple(round(0.9 + 0.005 * k, 3) for k in range(19))
 LEVEL_SELECTION = ("per tile, cross-validated across the held-out masks: the lowest level of "
                    "0.900, 0.905 ... 0.990 whose interval, calibrated on the other masks, "
-                   "holds 90 % of each mask's own pixels, pooled; 0.9 where the scored "
-                   "candidate is a weaker twin of the one that fills")
+                   "holds 90 % of each mask's own pixels, pooled; 0.9 where what is "
+                   "scored are heads cross-fitted on folds of the masks, weaker than the one "
+                   "that fills")
 UNCERTAINTY_DESCRIPTION = ("half-width of the 90 % interval, calibrated by self-validation on "
                            "the tile's own clear pixels")
 
@@ -217,8 +218,8 @@ def interval_table(histogram: np.ndarray, *, n_bands: int, masks: int,
     """``(table, level)``: the (bands, distance bins) float64 half-widths of a gap pixel's
     90 % interval from a tile's :func:`calibration_histogram` (summed over chunks), every
     mask's held pixels together, at the quantile ``level`` of :func:`interval_level`
-    (``select_level``), else at :data:`COVERAGE` (where the scored candidate is a weaker
-    twin of the one that fills, its errors already err wide)."""
+    (``select_level``), else at :data:`COVERAGE` (where what is scored is weaker than what
+    fills, heads cross-fitted on folds of the masks, its errors already err wide)."""
     level = interval_level(histogram, n_bands=n_bands, masks=masks) if select_level else COVERAGE
     return _quantile_table(_layers(histogram, n_bands=n_bands, masks=masks)[0].sum(axis=0),
                            level), level

@@ -141,26 +141,38 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
                     extra: np.ndarray | None = None, seed: int = 0, device: str = "cpu",
                     max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """The whole-array :func:`cloudfree.methods._head_stage.head_pair`: ``(filling,
-    scoring, fills)``, the (C, H, W) predictions of ``values[frame]`` by a head trained on
-    all of the frame's usable pixels and by one trained outside the union of the
-    correction's held-out masks (``seed``, :data:`HELD_OUT_MASKS`), and whether that twin
-    fills too (:func:`cloudfree.methods._head_stage.twin_fills`; then both are it).
-    ``extra``: the network's prediction as one more input (None: not one)."""
-    from cloudfree.methods._head_stage import twin_fills
-    from cloudfree.models.head import MAX_SAMPLES, adapted_frame, held_out_union, training_counts
+    scoring, fills)``, the (C, H, W) predictions of ``values[frame]`` by the head that
+    fills and what the correction scores on its held-out masks (``seed``,
+    :data:`HELD_OUT_MASKS`), and whether one head trained outside their union does both
+    (:func:`cloudfree.methods._head_stage.twin_fills`; then both are it). Else the filling
+    head trains on every usable pixel, and on each fold of the masks
+    (:func:`cloudfree.methods._head_stage.held_out_folds`) the scored prediction is that
+    of a head trained outside it. ``extra``: the network's prediction as one more input
+    (None: not one)."""
+    from cloudfree.methods._head_stage import held_out_folds, twin_fills
+    from cloudfree.models.head import MAX_SAMPLES, adapted_frame, training_counts
 
     max_samples = MAX_SAMPLES if max_samples is None else max_samples
     usable = np.isfinite(values).all(axis=1)
     height, width = usable.shape[1:]
-    union = held_out_union(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+    folds = held_out_folds(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
                            np.arange(width), frame=frame, shape=(height, width), seed=seed,
                            masks=HELD_OUT_MASKS)
+    union = np.any(folds, axis=0)
     kw: dict[str, Any] = dict(extra=extra, seed=seed, device=device, max_samples=max_samples)
-    scoring = adapted_frame(values, days, frame, exclude=union, **kw)
     others = np.delete(usable, frame, axis=0).any(axis=0)  # where the prior is finite
     if twin_fills(training_counts(usable[frame] & others, union), max_samples):
-        return scoring, scoring, True
-    return adapted_frame(values, days, frame, **kw), scoring, False
+        twin = adapted_frame(values, days, frame, exclude=union, **kw)
+        return twin, twin, True
+    filling = adapted_frame(values, days, frame, **kw)
+    scoring = filling.copy()
+    taken = np.zeros(union.shape, bool)
+    for fold in folds:
+        here = fold & ~taken
+        if here.any():
+            scoring[:, here] = adapted_frame(values, days, frame, exclude=fold, **kw)[:, here]
+        taken |= fold
+    return filling, scoring, False
 
 
 def head_and_prior_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
@@ -169,19 +181,17 @@ def head_and_prior_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
                          ) -> tuple[np.ndarray, np.ndarray, bool]:
     """The whole-array :func:`cloudfree.methods._head_stage.head_and_prior`: ``(candidates,
     scoring, fills)``: each (2, C, H, W), the filling head's prediction and the prior
-    (:data:`PRIOR_CANDIDATE`), and what the self-validation scores for them, NaN filled
-    with the series' median (:func:`fill_with_series_median`); whether the scored twin
-    fills. Arguments as :func:`head_pair_frame`."""
-    from cloudfree.methods._head_stage import prior_scoring
-
+    (:data:`PRIOR_CANDIDATE`), and what the self-validation scores for them (the scored
+    prediction of :func:`head_pair_frame`, and the prior itself), NaN filled with the
+    series' median (:func:`fill_with_series_median`); whether the scored head fills.
+    Arguments as :func:`head_pair_frame`."""
     usable = np.isfinite(values).all(axis=1)
     filling, scoring, fills = head_pair_frame(values, days, frame, extra=extra, seed=seed,
                                               device=device, max_samples=max_samples)
     prior = interpolation_candidate(values, usable, days, frame)
     filling, scoring, prior = (fill_with_series_median(a, values)
                                for a in (filling, scoring, prior))
-    return (np.stack([filling, prior]),
-            np.stack([scoring, prior_scoring(prior, scoring, fills)]), fills)
+    return np.stack([filling, prior]), np.stack([scoring, prior]), fills
 
 
 # --------------------------------------------------------------------------- xarray/dask
@@ -226,10 +236,12 @@ def _resolve_resources(resources: Mapping[str, int] | None | Literal["auto"]
 
 
 #: Who the self-validation scores (``processing:expression`` and the item ids say so).
-HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses the width and "
-                "calibrates the interval; a head trained on every clear pixel fills, unless "
-                "the tile has max_samples or more clear pixels outside the masks (then the twin "
-                "fills)")
+HEAD_SCORING = ("out-of-sample on the held-out masks: where the tile has max_samples or more "
+                "clear pixels outside them, one head trained outside them fills and is scored; "
+                "else a head trained on every clear pixel fills, and heads cross-fitted on "
+                "scoring_folds folds of the masks, each trained outside its fold, are scored "
+                "on it; the scored prediction chooses the width and the candidate, and "
+                "calibrates the interval")
 
 #: Whether the network's prediction is one of the head's inputs. Measured with ``cloudfree
 #: evaluate`` on the three real cases (seed 0), the head without it scored 40.03, 34.30
@@ -241,14 +253,13 @@ HEAD_SCORING = ("a twin of the head trained outside the held-out masks chooses t
 NETWORK_INPUT = False
 HEAD_INPUTS = {False: "prior and nearest dates", True: "prior, nearest dates and network"}
 #: The correction's second candidate: the head's own prior, ``interpolate`` (with the
-#: correction, ``interpolate_corrected``). On a tile whose scoring twin fills
-#: (:func:`cloudfree.methods._head_stage.twin_fills`: a tile with clear pixels to spare, as a
-#: 1024 px tile is), the self-validation keeps the head unless the prior predicts the
-#: held-out pixels with :data:`~cloudfree.methods.correction.CHOICE_MARGIN` less squared
-#: error, both judged out-of-sample; so where the head cannot learn (few bands, 8-bit data, a
-#: date unlike its neighbours) the generator does not fall below its prior, decided on
-#: visible pixels only. Elsewhere the head stays
-#: (:func:`cloudfree.methods._head_stage.prior_scoring`).
+#: correction, ``interpolate_corrected``). The self-validation keeps the head unless the
+#: prior predicts the held-out pixels with :data:`~cloudfree.methods.correction.CHOICE_MARGIN`
+#: less squared error, both judged out-of-sample (the head by the twin that fills, or on
+#: small tiles by heads cross-fitted on folds of the masks:
+#: :func:`cloudfree.methods._head_stage.head_pair`); so where the head cannot learn (few
+#: bands, 8-bit data, a date unlike its neighbours) the generator does not fall below its
+#: prior, decided on visible pixels only.
 PRIOR_CANDIDATE = "interpolate: linear in time from the other dates"
 
 
@@ -307,10 +318,11 @@ def mosaic(
     network's prediction of the frame, made with the frame hidden entirely), once per tile
     (:func:`cloudfree.methods._head_stage.head_pair`), and predicts the gaps; its prediction
     is fitted to the frame's own clear pixels by the residual correction, with the width
-    chosen once per tile (:mod:`cloudfree.methods.corrected`). The width, ``heldout_rmse``
-    and the ``uncertainty`` interval come from the head's twin trained outside the
-    self-validation's held-out masks: its errors there are out-of-sample, and it is no
-    better than the head that fills, so both err on the safe side.
+    chosen once per tile (:mod:`cloudfree.methods.corrected`). The width, the choice
+    between the head and its prior, ``heldout_rmse`` and the ``uncertainty`` interval come
+    from heads trained outside the self-validation's held-out masks (the twin that fills,
+    or heads cross-fitted on folds of the masks: :func:`head_pair`): their errors there are
+    out-of-sample, and no smaller than the filling head's would be.
 
     Same outputs as :func:`cloudfree.methods._composite.composite`: ``reflectance`` (band, y, x)
     uint16 (``nodata`` where no date was clear), ``clear_count`` uint16, ``source_date``
@@ -331,7 +343,7 @@ def mosaic(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.methods._head_stage import head_and_prior
+    from cloudfree.methods._head_stage import SCORING_FOLDS, head_and_prior
     from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
@@ -387,13 +399,13 @@ def mosaic(
         if with_network:
             fraction = usable_block(refl_data, clear_data, nodata=nodata).mean(axis=(1, 2))
             network = network_block(refl_data, clear_data, fraction)
-    # two heads: the scoring twin, trained outside the held-out masks, is what the
-    # self-validation scores (width, interval, held-out RMSE); the head trained on every
-    # clear pixel fills, or the twin itself on a tile with clear pixels to spare
+    # the self-validation scores heads trained outside the held-out masks (width, choice,
+    # interval, held-out RMSE): a twin that fills too on a tile with clear pixels to spare,
+    # else heads cross-fitted on folds of the masks beside one trained on every clear pixel
     candidates, scoring, fills = head_and_prior(refl_data, clear_data, network, days=days,
                                                 frame=frame, nodata=nodata, seed=seed,
                                                 resources=annotations)
-    # the interval's level is cross-validated where the scored twin is the head that fills
+    # the interval's level is cross-validated where the scored head is the one that fills
     stacked, choice = correct_stack(refl_data, clear_data, candidates, frame=frame,
                                     day=float(days[frame]), nodata=nodata, fill=FILL_GENERATED,
                                     seed=seed, sigmas=sigmas_px, scoring=scoring,
@@ -410,6 +422,7 @@ def mosaic(
                               f"{MIN_USABLE:.0%} of the tile usable"} if with_network else {}),
         "prior": "interpolate: linear in time from the other dates",
         "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
+        "scoring_folds": SCORING_FOLDS,
         **correction_parameters(names, sigmas=sigmas_px, seed=seed, masks=HELD_OUT_MASKS),
     }
     return corrected_dataset(stacked, choice, reflectance, nodata=nodata, method="generator",
@@ -473,10 +486,9 @@ def reconstruct_target(model: Generator, card: ModelCard, series: np.ndarray,
 
     ``adapt``: test-time training (:mod:`cloudfree.models.head`) on the target's visible
     pixels, then the residual correction (:func:`head_and_prior_frame`, :func:`cloudfree.methods.corrected.correct_frame`):
-    a head trained on all of them fills; its twin, trained outside the correction's held-out
-    masks, chooses the width and calibrates the interval
-    (:func:`cloudfree.methods.corrected.interval_frame`) on errors it made out-of-sample. The
-    filling head is at least as good as its twin, so the interval errs on the wide side.
+    the self-validation chooses the width and the candidate, and calibrates the interval
+    (:func:`cloudfree.methods.corrected.interval_frame`), on errors made out-of-sample by
+    heads trained outside its held-out masks (:func:`head_pair_frame`).
     Without ``adapt``, the pretrained network alone, and no interval (None)."""
     series = np.asarray(series, np.float32)
     days = np.asarray(days, np.float64)
@@ -553,11 +565,13 @@ def label(options: Mapping[str, Any]) -> str:
 
 def hashed_parameters() -> dict[str, Any]:
     """The correction and the test-time head's training decide pixels too."""
+    from cloudfree.methods._head_stage import SCORING_FOLDS
     from cloudfree.models.head import head_parameters
 
     return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,
                                                 masks=HELD_OUT_MASKS),
             "test_time_head": head_parameters(), "head_scoring": HEAD_SCORING,
+            "scoring_folds": SCORING_FOLDS,
             "network_input": NETWORK_INPUT, "network_frames": MAX_FRAMES,
             "min_dates": MIN_DATES}
 

@@ -26,10 +26,12 @@ picks the same pixels as a whole-array run and trains the same network (samples 
 same order, the same seed). ``STEPS`` steps.
 With ``exclude``, the pixels of the residual correction's held-out masks
 (:func:`held_out_union`) are left out of training (unless fewer than ``MIN_SAMPLES`` pixels
-are left outside them in the tile; then it trains on them too): the generator trains such a
-twin beside the head that fills (:func:`cloudfree.methods._head_stage.head_pair`), and
-the correction judges the twin on those pixels, so that its self-validation errors, and
-the interval calibrated on them, are out-of-sample.
+are left outside them in the tile; then it trains on them too), so that the correction's
+self-validation errors, and the interval calibrated on them, are out-of-sample. Where the
+tile has clear pixels to spare, one head trained outside them fills and is scored; where
+it has not, a head trained on every clear pixel fills, and heads *cross-fitted* on folds
+of the masks, each trained outside its fold, are scored in its stead
+(:func:`cloudfree.methods._head_stage.head_pair`).
 
 Measured on the real cases (``cloudfree evaluate``, seeds 0-2; see the README), this is
 what makes the generator better than every non-learned method: the pretrained temporal
@@ -113,8 +115,8 @@ def head_parameters() -> dict[str, Any]:
             "train_threads": TRAIN_THREADS,
             "schedule": SCHEDULE, "warmup": WARMUP, "weight_decay": WEIGHT_DECAY,
             "max_samples": MAX_SAMPLES,
-            "loss": "L1 on the target date's clear pixels (its scoring twin: those outside "
-                    "the correction's held-out masks)",
+            "loss": "L1 on the target date's clear pixels (a scored head: those outside "
+                    "the correction's held-out masks, or outside its fold of them)",
             "residual_range_q": RANGE_Q, "reference_pixels": REFERENCE_PIXELS,
             "familiar_radii": [NEAR, FAR], "radius_q": RADIUS_Q}
 

@@ -303,26 +303,62 @@ def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
     assert np.abs(moved).max() > 0.01
 
 
-def test_the_head_pair_fills_with_all_pixels_and_scores_a_twin_trained_outside_the_masks():
-    """``head_pair``: the filling head is ``adapted_frame`` on every usable pixel, the scoring
-    twin is ``adapted_frame`` outside the held-out union; chunked equals whole for both, and
-    only the filling head sees the target's values on the union."""
+def _folds(usable, frame=2, seed=7):
+    from cloudfree.methods._head_stage import SCORING_FOLDS, held_out_folds
+
+    height, width = usable.shape[1:]
+    folds = held_out_folds(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
+                           np.arange(width), frame=frame, shape=(height, width), seed=seed,
+                           masks=4)
+    assert len(folds) == SCORING_FOLDS
+    return folds
+
+
+def test_held_out_folds_split_the_union_and_their_codes_say_which():
+    from cloudfree.methods._head_stage import fold_bit, fold_codes
+
+    _, _, _, usable, _, exclude, _ = _cube_with_held_out_union()
+    folds = _folds(usable)
+    np.testing.assert_array_equal(np.any(folds, axis=0), exclude)
+    assert all(fold.any() for fold in folds)
+    assert not np.array_equal(folds[0], folds[1])
+    code = fold_codes(folds)
+    for f, fold in enumerate(folds):
+        np.testing.assert_array_equal(fold_bit(code, f), fold)
+    np.testing.assert_array_equal(code > 0, exclude)
+
+
+def test_the_head_pair_fills_with_all_pixels_and_scores_heads_cross_fitted_on_the_folds():
+    """``head_pair`` on a tile without pixels to spare: the filling head is
+    ``adapted_frame`` on every usable pixel; what is scored is the filling head outside
+    the held-out union and, on each fold of the masks, ``adapted_frame`` outside that fold.
+    Chunked equals whole, and no scored value on a fold moves when the target's values on
+    that fold do, while the filling head's do."""
     import dask.array as da
 
     from cloudfree.methods._head_stage import head_pair
+    from cloudfree.methods.generator import head_pair_frame
 
     dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
+    folds = _folds(usable)
     # more samples than pixels outside the union: the filling head has more to learn from
     kw = dict(days=days, frame=2, seed=7, max_samples=4000)
     filling, scoring = (c[0] for c in head_pair(dn, clear, network, **kw))
-    for got, held in ((filling, None), (scoring, exclude)):
-        array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=4000,
-                                    exclude=held)
-        np.testing.assert_allclose(got, array, atol=1e-5)
-    assert np.abs(filling - scoring).max() > 1e-3  # two different heads
+    array = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=4000)
+    np.testing.assert_allclose(filling, array, atol=1e-5)
+    np.testing.assert_array_equal(scoring[:, ~exclude], filling[:, ~exclude])
+    first = folds[0]
+    for fold, only in ((folds[0], first), (folds[1], folds[1] & ~first)):
+        crossed = adapt.adapted_frame(refl, days, 2, extra=network, seed=7, max_samples=4000,
+                                      exclude=fold)
+        assert only.any()
+        np.testing.assert_allclose(scoring[:, only], crossed[:, only], atol=1e-5)
+    assert np.abs(filling - scoring)[:, exclude].max() > 1e-3  # other heads there
+    frame_pair = head_pair_frame(refl, days, 2, extra=network, seed=7, max_samples=4000)
+    assert frame_pair[2] is False
+    np.testing.assert_allclose(frame_pair[0], filling, atol=1e-5)
+    np.testing.assert_allclose(frame_pair[1], scoring, atol=1e-5)
 
-    changed = dn.copy()
-    changed[2][:, exclude & usable[2]] += 500
     with dask.config.set(scheduler="synchronous"):
         def lazy(cube):
             pair = head_pair(da.from_array(cube, chunks=(-1, -1, 17, 17)),
@@ -330,11 +366,15 @@ def test_the_head_pair_fills_with_all_pixels_and_scores_a_twin_trained_outside_t
             return [c.compute()[0] for c in pair]
 
         lazy_filling, lazy_scoring = lazy(dn)
-        moved_filling, moved_scoring = lazy(changed)
-    assert np.abs(lazy_filling - filling).max() < 1e-3
-    assert np.abs(lazy_scoring - scoring).max() < 1e-3
-    np.testing.assert_array_equal(moved_scoring, lazy_scoring)  # the twin never saw them
-    assert np.abs(moved_filling - lazy_filling).max() > 0.01
+        assert np.abs(lazy_filling - filling).max() < 1e-3
+        assert np.abs(lazy_scoring - scoring).max() < 1e-3
+        for fold, only in ((folds[0], first), (folds[1], folds[1] & ~first)):
+            changed = dn.copy()
+            changed[2][:, fold & usable[2]] += 500  # 0.05 reflectance, still usable
+            moved_filling, moved_scoring = lazy(changed)
+            # the head scored there never saw them
+            np.testing.assert_array_equal(moved_scoring[:, only], lazy_scoring[:, only])
+            assert np.abs(moved_filling - lazy_filling).max() > 0.01
 
 
 @pytest.mark.parametrize("network_input", [True, False])
@@ -412,10 +452,11 @@ def test_a_training_is_the_same_beside_torch_work_at_another_thread_count():
 
 
 @pytest.mark.parametrize("max_samples", [300, 4000])
-def test_the_prior_is_scored_as_itself_only_where_the_twin_fills(max_samples):
+def test_the_prior_is_scored_as_itself_beside_the_scored_head(max_samples):
     """``head_and_prior``: the candidates are the filling head and the head's own prior
-    (interpolation from the other dates); the prior is scored as itself where the twin
-    fills (300: it does), else as the twin (4000), whole and chunked alike."""
+    (interpolation from the other dates); what is scored is ``head_pair``'s scored
+    prediction and the prior itself, both out-of-sample, whether the twin fills (300) or
+    not (4000), whole and chunked alike."""
     import dask.array as da
 
     from cloudfree.methods._head_stage import head_and_prior, head_pair
@@ -425,12 +466,13 @@ def test_the_prior_is_scored_as_itself_only_where_the_twin_fills(max_samples):
     kw = dict(days=days, frame=2, seed=7, max_samples=max_samples)
     candidates, scoring, fills = head_and_prior(dn, clear, None, **kw)
     assert fills == (max_samples == 300)
-    filling, twin = (c[0] for c in head_pair(dn, clear, None, **kw))
+    filling, scored = (c[0] for c in head_pair(dn, clear, None, **kw))
     prior = interpolation_candidates(dn, clear, days=days, frame=2)[0]
     np.testing.assert_array_equal(candidates[0], filling)
     np.testing.assert_array_equal(candidates[1], prior)
-    np.testing.assert_array_equal(scoring[0], twin)
-    np.testing.assert_array_equal(scoring[1], prior if max_samples == 300 else twin)
+    np.testing.assert_array_equal(scoring[0], scored)
+    np.testing.assert_array_equal(scoring[1], prior)
+    assert fills == np.array_equal(scored, filling)
     with dask.config.set(scheduler="synchronous"):
         lazy = head_and_prior(da.from_array(dn, chunks=(-1, -1, 17, 17)),
                               da.from_array(clear, chunks=(-1, 17, 17)), None, **kw)
