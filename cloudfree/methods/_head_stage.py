@@ -26,7 +26,15 @@ import torch
 from numpy.typing import NDArray
 
 from cloudfree.methods._driver import usable_block
-from cloudfree.methods.corrected import HELD_OUT_MASKS, held_out_masks
+from cloudfree.methods.corrected import HELD_OUT_MASKS
+from cloudfree.methods.head_folds import (
+    SCORING_FOLDS,
+    fold_bit,
+    fold_codes,
+    fold_composite,
+    held_out_folds,
+    twin_fills,
+)
 from cloudfree.models.head import (
     FEATURE_FRAMES,
     HALO_PX,
@@ -46,48 +54,6 @@ Bool = NDArray[np.bool_]
 #: Which tiles a training runs on (:func:`twin_fills`): all, those whose twin fills, or the
 #: others (where the twin is short of pixels to spare).
 When = Literal["always", "twin fills", "twin short"]
-
-#: Folds of the held-out masks that the scored heads are cross-fitted on where the tile has
-#: no clear pixels to spare (:func:`held_out_folds`): each trains outside its fold's masks
-#: and is scored on them. On small tiles the masks hold most clear pixels, so a single twin
-#: trained outside all of them was much weaker than the head that fills (its held-out error
-#: up to 1.9 times the prior's where the filling head beat the prior); with two folds each
-#: scored head keeps about half of them. Measured on 70 samples of the real cases
-#: (l2a_31UDS_118, its 8-bit RGB, ndvi_slovenia_68; seed 1): the interval covered 0.903,
-#: 0.921 and 0.916 of the hidden values, against 0.931, 0.945 and 0.903 with the twin; four
-#: folds (one mask each) covered 0.894, 0.910 and 0.906, at twice the cost.
-SCORING_FOLDS = 2
-
-
-def held_out_folds(usable: Bool, cloud_fraction: np.ndarray, rows: np.ndarray,
-                   cols: np.ndarray, *, frame: int, shape: tuple[int, int], seed: int,
-                   masks: int, folds: int = SCORING_FOLDS) -> list[Bool]:
-    """``folds`` (h, w) bool unions of the residual correction's held-out masks
-    (:func:`cloudfree.methods.corrected.held_out_masks`, same arguments): mask ``m`` is in fold ``m * folds // masks``. A
-    head cross-fitted on fold ``f`` trains outside it and is scored on it."""
-    out = [np.zeros(np.shape(usable)[1:], bool) for _ in range(folds)]
-    for m, mask in enumerate(held_out_masks(usable, cloud_fraction, rows, cols, frame=frame,
-                                            shape=shape, seed=seed, masks=masks)):
-        out[m * folds // masks] |= mask
-    return out
-
-
-def fold_codes(folds: Sequence[Bool]) -> NDArray[np.float32]:
-    """(h, w) float32: bit ``f`` set where fold ``f`` of :func:`held_out_folds` holds the
-    pixel (0 outside the held-out union); exact in float32 for up to 24 folds."""
-    code = np.zeros(np.shape(folds[0]), np.float32)
-    for f, fold in enumerate(folds):
-        code += np.float32(2 ** f) * fold
-    return code
-
-
-def fold_bit(code: np.ndarray, fold: int) -> Bool:
-    """Where bit ``fold`` of :func:`fold_codes` is set."""
-    bits: Bool = (np.asarray(code).astype(np.int64) >> fold) & 1 == 1
-    return bits
-
-
-
 
 def _features_block(reflectance: np.ndarray, clear: np.ndarray, network: np.ndarray | None,
                     cloud_fraction: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
@@ -120,17 +86,6 @@ def n_head_features(n_bands: int, *, network: bool) -> int:
     """The head's input width: :data:`FEATURE_FRAMES` dates and the prior, [the network's
     prediction,] each ``n_bands`` wide."""
     return (FEATURE_FRAMES + 1 + int(network)) * n_bands
-
-
-def twin_fills(counts: np.ndarray, max_samples: int) -> bool:
-    """Whether the scoring twin of :func:`head_pair` fills as well (no other head is
-    trained): when the tile has at least ``max_samples`` candidate pixels outside the
-    held-out union (its :func:`~cloudfree.models.head.training_counts`), a head on every
-    clear pixel would train on about ``max_samples`` pixels picked at a rate below 1, and
-    differ only in where some of its pixels lie. Below that (a small or very cloudy tile)
-    the filling head has more pixels to learn from, and is trained, with the cross-fitted
-    heads that are scored in its stead."""
-    return bool(np.asarray(counts, np.float64).ravel()[1] >= max_samples)
 
 
 def _split(stack: np.ndarray, n_bands: int
@@ -240,26 +195,22 @@ def _apply_block(stack: np.ndarray, params: np.ndarray, *, n_features: int,
     return predict(_unflat(params, n_features, n_bands), feats, prior)
 
 
-def _apply_pair_block(stack: np.ndarray, filling: np.ndarray, scoring: np.ndarray,
-                      *cross: np.ndarray, n_features: int, n_bands: int) -> Float32:
-    """The heads of :func:`head_pair` on one chunk -> (2 C, h, w): the filling head's
-    prediction, then what is scored: the ``scoring`` head's where it was trained (or no
-    ``cross`` heads are given), once when it is the filling head; else the filling head's,
-    with each cross-fitted head's on its fold (a pixel in two folds: the first's)."""
+def _apply_pair_block(stack: np.ndarray, counts: np.ndarray, filling: np.ndarray,
+                      scoring: np.ndarray, *cross: np.ndarray, n_features: int, n_bands: int,
+                      max_samples: int) -> Float32:
+    """The heads of :func:`head_pair` on one chunk (``counts``: the whole tile's, of
+    :func:`_counts_block`) -> (2 C, h, w): the filling head's prediction, then what is
+    scored: the ``scoring`` head's where the twin fills (:func:`twin_fills`) or no
+    ``cross`` heads are given, once when it is the filling head; else the
+    :func:`fold_composite` of the cross-fitted heads on the folds."""
     kw: dict[str, Any] = dict(n_features=n_features, n_bands=n_bands)
     filled = _apply_block(stack, filling, **kw)
-    if not cross or not np.isnan(scoring).all():
+    if not cross or twin_fills(counts, max_samples):
         if np.array_equal(filling, scoring, equal_nan=True):
             return np.concatenate([filled, filled])
         return np.concatenate([filled, _apply_block(stack, scoring, **kw)])
-    scored = filled.copy()
-    taken = np.zeros(scored.shape[1:], bool)
-    for f, params in enumerate(cross):
-        fold = fold_bit(stack[-1], f)
-        here = fold & ~taken
-        if here.any():
-            scored[:, here] = _apply_block(stack, params, **kw)[:, here]
-        taken |= fold
+    folds = [fold_bit(stack[-1], f) for f in range(len(cross))]
+    scored = fold_composite(filled, folds, lambda f: _apply_block(stack, cross[f], **kw))
     return np.concatenate([filled, scored])
 
 
@@ -421,6 +372,7 @@ class _HeadStage:
                               "yxs", stack, "zyx", new_axes={"s": 2 + self.folds},
                               adjust_chunks={"y": 1, "x": 1},
                               concatenate=True, meta=_meta(3, np.float64)).sum(axis=(0, 1))
+        self.counts_array = counts
         self.counts = counts.to_delayed(optimize_graph=False)[0]
         self.blocks = self.stack.to_delayed(optimize_graph=False)[0]
         lazy_index = (a.to_delayed(optimize_graph=False) for a in (rows, row_core, cols, col_core))
@@ -496,14 +448,16 @@ class _HeadStage:
 
     def apply(self, filling: Any, scoring: Any, cross: Sequence[Any] = ()) -> Any:
         """(2 C, H, W): the heads' predictions (:func:`_apply_pair_block`)."""
-        apply_kw: dict[str, Any] = dict(n_features=self.n_features, n_bands=self.n_bands)
+        apply_kw: dict[str, Any] = dict(n_features=self.n_features, n_bands=self.n_bands,
+                                        max_samples=self.max_samples)
         if not self.lazy:
-            return _apply_pair_block(self.stack, filling, scoring, *cross, **apply_kw)
+            return _apply_pair_block(self.stack, self.counts, filling, scoring, *cross,
+                                     **apply_kw)
         import dask.array as da
 
         from cloudfree.methods._driver import meta as _meta
 
-        heads = [filling, "p", scoring, "q"]
+        heads = [self.counts_array, "k", filling, "p", scoring, "q"]
         for f, params in enumerate(cross):
             heads += [params, "rstuvw"[f]]
         with self._torch_tasks():

@@ -144,12 +144,12 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
     scoring, fills)``, the (C, H, W) predictions of ``values[frame]`` by the head that
     fills and what the correction scores on its held-out masks (``seed``,
     :data:`HELD_OUT_MASKS`), and whether one head trained outside their union does both
-    (:func:`cloudfree.methods._head_stage.twin_fills`; then both are it). Else the filling
+    (:func:`cloudfree.methods.head_folds.twin_fills`; then both are it). Else the filling
     head trains on every usable pixel, and on each fold of the masks
-    (:func:`cloudfree.methods._head_stage.held_out_folds`) the scored prediction is that
+    (:func:`cloudfree.methods.head_folds.held_out_folds`) the scored prediction is that
     of a head trained outside it. ``extra``: the network's prediction as one more input
     (None: not one)."""
-    from cloudfree.methods._head_stage import held_out_folds, twin_fills
+    from cloudfree.methods.head_folds import fold_composite, held_out_folds, twin_fills
     from cloudfree.models.head import MAX_SAMPLES, adapted_frame, training_counts
 
     max_samples = MAX_SAMPLES if max_samples is None else max_samples
@@ -165,13 +165,8 @@ def head_pair_frame(values: np.ndarray, days: np.ndarray, frame: int, *,
         twin = adapted_frame(values, days, frame, exclude=union, **kw)
         return twin, twin, True
     filling = adapted_frame(values, days, frame, **kw)
-    scoring = filling.copy()
-    taken = np.zeros(union.shape, bool)
-    for fold in folds:
-        here = fold & ~taken
-        if here.any():
-            scoring[:, here] = adapted_frame(values, days, frame, exclude=fold, **kw)[:, here]
-        taken |= fold
+    scoring = fold_composite(filling, folds, lambda f: adapted_frame(
+        values, days, frame, exclude=folds[f], **kw))
     return filling, scoring, False
 
 
@@ -343,7 +338,8 @@ def mosaic(
     ``None`` not at all. Compute under ``dask.config.set(COMPUTE_CONFIG)`` so that the
     annotations reach the scheduler (see :data:`COMPUTE_CONFIG`).
     """
-    from cloudfree.methods._head_stage import SCORING_FOLDS, head_and_prior
+    from cloudfree.methods._head_stage import head_and_prior
+    from cloudfree.methods.head_folds import SCORING_FOLDS
     from cloudfree.models.head import head_parameters
 
     reflectance, clear, days, target_day = prepare_cube(reflectance, clear, target_date)
@@ -565,7 +561,7 @@ def label(options: Mapping[str, Any]) -> str:
 
 def hashed_parameters() -> dict[str, Any]:
     """The correction and the test-time head's training decide pixels too."""
-    from cloudfree.methods._head_stage import SCORING_FOLDS
+    from cloudfree.methods.head_folds import SCORING_FOLDS
     from cloudfree.models.head import head_parameters
 
     return {"correction": correction_parameters([], sigmas=SIGMAS_PX, seed=0,

@@ -304,7 +304,7 @@ def test_cube_head_excludes_the_correction_masks_as_the_array_head_does():
 
 
 def _folds(usable, frame=2, seed=7):
-    from cloudfree.methods._head_stage import SCORING_FOLDS, held_out_folds
+    from cloudfree.methods.head_folds import SCORING_FOLDS, held_out_folds
 
     height, width = usable.shape[1:]
     folds = held_out_folds(usable, (~usable).mean(axis=(1, 2)), np.arange(height),
@@ -315,7 +315,7 @@ def _folds(usable, frame=2, seed=7):
 
 
 def test_held_out_folds_split_the_union_and_their_codes_say_which():
-    from cloudfree.methods._head_stage import fold_bit, fold_codes
+    from cloudfree.methods.head_folds import fold_bit, fold_codes
 
     _, _, _, usable, _, exclude, _ = _cube_with_held_out_union()
     folds = _folds(usable)
@@ -385,8 +385,9 @@ def test_the_twin_fills_when_the_tile_has_pixels_to_spare(network_input):
     when given."""
     import dask.array as da
 
-    from cloudfree.methods._head_stage import head_pair, twin_fills
+    from cloudfree.methods._head_stage import head_pair
     from cloudfree.methods.generator import head_pair_frame
+    from cloudfree.methods.head_folds import twin_fills
     from cloudfree.models.head import training_counts
 
     dn, clear, network, usable, refl, exclude, days = _cube_with_held_out_union()
