@@ -63,10 +63,19 @@ class CatalogItemReader(STACReader):
         super().__attrs_post_init__()  # type: ignore[no-untyped-call]  # rio-tiler's is untyped
 
 
+#: pystac finds its extensions' hooks on the first parse, and marks them found before it
+#: has added them (pystac 1.15, ``RegisteredExtensionHooks._discover``): a parse in another
+#: thread meanwhile iterates a dict that grows ("dictionary changed size during
+#: iteration"), and the map's first tiles, requested together, answered HTTP 500.
+_parse_lock = threading.Lock()
+
+
 def _to_pystac(item: dict[str, Any], href: str) -> Any:
+    """``item`` as a :class:`pystac.Item`, parsed one at a time (see :data:`_parse_lock`)."""
     import pystac
 
-    return pystac.Item.from_dict(item, href=href)
+    with _parse_lock:
+        return pystac.Item.from_dict(item, href=href)
 
 
 def create_tiler(stac_url: str, collection: str, gdal_env: Mapping[str, Any]

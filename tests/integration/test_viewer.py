@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,15 +56,32 @@ def collection(env: Settings) -> str:
     return COLLECTION
 
 
+#: Where the running `cloudfree view` writes its output (its errors: a tile's HTTP 500 is
+#: logged there with its cause), so that a failed check can show it.
+_VIEWER_LOG: list[Path] = []
+
+
+def _viewer_log_tail(lines: int = 60) -> str:
+    if not _VIEWER_LOG or not _VIEWER_LOG[-1].exists():
+        return ""
+    tail = _VIEWER_LOG[-1].read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(tail)
+
+
 @pytest.fixture(scope="module")
-def viewer_process(env: Settings, collection: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def viewer_process(env: Settings, collection: str, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`cloudfree view` started in a subprocess, as a user starts it, and its URL; it
-    starts up (imports titiler) while the pair is published."""
+    starts up (imports titiler) while the pair is published. Its output goes to a file
+    (a pipe nobody reads would fill up and block it)."""
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cloudfree.cli", "view", "--port", str(port),
-         "--collection", collection],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log = tmp_path_factory.mktemp("viewer") / "view.log"
+    _VIEWER_LOG.append(log)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cloudfree.cli", "view", "--port", str(port),
+             "--collection", collection],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         yield process, f"http://127.0.0.1:{port}/"
     finally:
@@ -117,8 +135,7 @@ def viewer(viewer_process: tuple[subprocess.Popen[bytes], str]) -> str:
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            out = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"cloudfree view exited with {process.returncode}: {out}")
+            pytest.fail(f"cloudfree view exited with {process.returncode}: {_viewer_log_tail()}")
         try:
             if httpx.get(f"{url}api/health", timeout=2, trust_env=False).is_success:
                 return url
@@ -168,7 +185,7 @@ def _idle(b: Chromium) -> None:
     """Wait for every tile and pixel request, then check the page reported no error."""
     b.evaluate("cloudfreeViewer.idle()", timeout_s=90)
     errors = b.evaluate("cloudfreeViewer.state.errors")
-    assert errors == [] and b.console == [], (errors, b.console)
+    assert errors == [] and b.console == [], (errors, b.console, _viewer_log_tail())
 
 
 def _shot(b: Chromium) -> np.ndarray:
